@@ -1,0 +1,155 @@
+//! The platform/sentry contract: the only types the two halves share.
+//!
+//! The sentry describes, before the guest starts, which system calls it wants to see
+//! ([`InterceptSpec`]); the platform compiles that into one seccomp filter and, for every
+//! caught call, hands the sentry a stopped guest thread ([`GuestThread`]) and obeys the
+//! returned [`Verdict`]. Nothing here names ptrace or a notification fd: a backend is
+//! anything that can honour these types. The numbered obligations a backend must keep
+//! are written in `docs/ARCHITECTURE.md`.
+
+use std::fmt;
+
+/// The system-call ABI a call came in through. The seccomp filter tells them apart by
+/// `seccomp_data.arch` and, for x32, by bit 30 of the number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Arch {
+    /// The native 64-bit ABI (`syscall` instruction, AUDIT_ARCH_X86_64).
+    X86_64,
+    /// The x32 ABI: AUDIT_ARCH_X86_64 with `__X32_SYSCALL_BIT` set in the number.
+    X32,
+    /// The i386 ABI (`int 0x80`, `sysenter`, or 32-bit `syscall`; AUDIT_ARCH_I386).
+    I386,
+}
+
+impl Arch {
+    /// Every ABI the filter distinguishes, in a fixed order.
+    pub const ALL: [Arch; 3] = [Arch::X86_64, Arch::X32, Arch::I386];
+
+    /// A short name, as strace prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::X32 => "x32",
+            Arch::I386 => "i386",
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the filter does with one system call number of one ABI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// Run natively; the supervisor never hears of it.
+    Allow,
+    /// Fail in the filter itself with this errno (no stop, no context switch).
+    Errno(u16),
+    /// Stop the thread and ask the supervisor ([`Supervisor::syscall`]).
+    Catch,
+}
+
+/// The per-ABI decision table the sentry hands the platform before the guest starts.
+///
+/// For each ABI: an explicit rule for some numbers and a default for every number not
+/// named (numbers the persona's table does not know at all). x32 numbers are given
+/// without the x32 bit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterceptSpec {
+    /// Per ABI: `(number, rule)` pairs; later pairs for the same number win.
+    pub rules: Vec<(Arch, u32, Rule)>,
+    /// Per ABI: the rule for numbers not named in `rules`.
+    pub defaults: Vec<(Arch, Rule)>,
+}
+
+impl InterceptSpec {
+    /// A spec that lets everything through on every ABI.
+    pub fn allow_all() -> Self {
+        InterceptSpec {
+            rules: Vec::new(),
+            defaults: Arch::ALL.iter().map(|&a| (a, Rule::Allow)).collect(),
+        }
+    }
+
+    /// The default rule for `arch` (Allow when the spec names none).
+    pub fn default_for(&self, arch: Arch) -> Rule {
+        self.defaults
+            .iter()
+            .rev()
+            .find(|(a, _)| *a == arch)
+            .map_or(Rule::Allow, |(_, r)| *r)
+    }
+
+    /// The rule for one number of one ABI, as the compiled filter will apply it.
+    pub fn rule_for(&self, arch: Arch, nr: u32) -> Rule {
+        self.rules
+            .iter()
+            .rev()
+            .find(|(a, n, _)| *a == arch && *n == nr)
+            .map_or_else(|| self.default_for(arch), |(_, _, r)| *r)
+    }
+}
+
+/// One caught system call, as the guest made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Syscall {
+    /// The ABI it came through.
+    pub arch: Arch,
+    /// The number within that ABI's table (for x32, without the x32 bit).
+    pub nr: u32,
+    /// The six argument registers, zero-extended for i386.
+    pub args: [u64; 6],
+}
+
+/// A guest memory access that failed: the guest gets EFAULT, never a supervisor panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("guest memory at {addr:#x} (+{len}) is not accessible")]
+pub struct Fault {
+    /// First address of the failed access.
+    pub addr: u64,
+    /// Length of the failed access.
+    pub len: usize,
+}
+
+/// A guest thread stopped in a caught system call. Valid only while the handler runs;
+/// the platform resumes the thread with the handler's [`Verdict`] afterwards.
+pub trait GuestThread {
+    /// The thread id (host pid namespace).
+    fn tid(&self) -> i32;
+    /// The thread group id: the process the thread belongs to.
+    fn tgid(&self) -> i32;
+    /// Read exactly `buf.len()` bytes of guest memory at `addr`.
+    fn read_mem(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault>;
+    /// Write all of `data` into guest memory at `addr`.
+    fn write_mem(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault>;
+}
+
+/// What the platform does with a caught call once the handler has decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let the call run in the host kernel as the guest made it.
+    Forward,
+    /// Do not run it; the guest sees this return value (a negative errno for errors).
+    Return(i64),
+}
+
+impl Verdict {
+    /// The guest sees the call fail with `errno`.
+    pub fn errno(errno: i32) -> Self {
+        Verdict::Return(-i64::from(errno))
+    }
+}
+
+/// The sentry side of the contract: told about every caught call and about process
+/// lifetimes, in the order the platform observes them.
+pub trait Supervisor {
+    /// A guest thread is stopped in a call the spec marked [`Rule::Catch`].
+    fn syscall<G: GuestThread>(&mut self, thread: &mut G, call: &Syscall) -> Verdict;
+
+    /// A guest thread is gone (when it led its thread group, the whole process is gone):
+    /// forget anything kept about it.
+    fn exited(&mut self, _tid: i32) {}
+}

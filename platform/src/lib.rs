@@ -1,0 +1,187 @@
+//! How compatrun catches a guest's system calls.
+//!
+//! This crate owns spawning the guest, the seccomp filter, following every process and
+//! thread, guest memory and registers, and replying "return this" or "let it run". It
+//! knows nothing of personas or of what a system call means: the sentry describes what to
+//! catch with an [`InterceptSpec`] and answers each caught call through the
+//! [`Supervisor`] trait (see [`contract`]).
+//!
+//! Backends: [`ptrace`] (seccomp `RET_TRACE` stops under `PTRACE_SEIZE`).
+
+#![deny(missing_docs)]
+
+pub mod contract;
+pub mod filter;
+pub mod mem;
+pub mod ptrace;
+pub mod sys;
+
+use std::ffi::OsString;
+
+pub use contract::{Arch, Fault, GuestThread, InterceptSpec, Rule, Supervisor, Syscall, Verdict};
+
+/// What to run as the guest's first process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestCommand {
+    /// The program to execute (a path: resolve PATH before, see [`resolve_program`]).
+    pub program: OsString,
+    /// The argument vector, argv\[0\] included.
+    pub argv: Vec<OsString>,
+    /// The environment, as `KEY=VALUE` strings.
+    pub env: Vec<OsString>,
+    /// The working directory, if it is to change.
+    pub cwd: Option<OsString>,
+}
+
+/// How the guest's first process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called exit with this status.
+    Exited(i32),
+    /// It was killed by this signal.
+    Signaled {
+        /// The signal number.
+        signal: i32,
+        /// Whether it dumped core.
+        core: bool,
+    },
+}
+
+impl ExitStatus {
+    /// The status a shell would report: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(c) => c,
+            ExitStatus::Signaled { signal, .. } => 128 + signal,
+        }
+    }
+}
+
+/// Host-side failures of a platform (never shown to the guest as an errno).
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// The program does not exist.
+    #[error("{program}: command not found")]
+    NotFound {
+        /// What was asked for.
+        program: String,
+    },
+    /// The program exists but cannot be executed.
+    #[error("{program}: cannot execute")]
+    CannotExecute {
+        /// What was asked for.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Tracing is not permitted here.
+    #[error(
+        "ptrace is not permitted here; compatrun's ptrace platform needs to trace its own \
+         child: inside a container, grant CAP_SYS_PTRACE (docker run --cap-add SYS_PTRACE) \
+         or allow ptrace in its seccomp profile; with Yama, set kernel.yama.ptrace_scope \
+         to 2 or lower"
+    )]
+    PtraceDenied {
+        /// What the kernel said.
+        source: nix::errno::Errno,
+    },
+    /// The seccomp filter could not be installed in the guest.
+    #[error(
+        "cannot install the seccomp filter; compatrun needs seccomp filters \
+         (CONFIG_SECCOMP_FILTER) and, inside a container, a profile that allows seccomp(2)"
+    )]
+    Filter {
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// Setting up the guest failed.
+    #[error("cannot start the guest: {op}")]
+    Spawn {
+        /// The step.
+        op: &'static str,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The tracer lost track of its guest (a broken invariant, not a guest error).
+    #[error(transparent)]
+    Trace(#[from] ptrace::TraceError),
+    /// waitpid failed unexpectedly.
+    #[error("waitpid failed: {0}")]
+    Wait(nix::errno::Errno),
+}
+
+/// Finds `program` the way `execvp` would: a name with a slash is used as given,
+/// otherwise each directory of `path` (the guest's PATH) is tried in order.
+///
+/// Returns the first candidate that exists and is executable, else the first that exists
+/// (so exec reports why it cannot run), else [`PlatformError::NotFound`].
+pub fn resolve_program(
+    program: &std::ffi::OsStr,
+    path: Option<&std::ffi::OsStr>,
+) -> Result<OsString, PlatformError> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let not_found = || PlatformError::NotFound {
+        program: program.to_string_lossy().into_owned(),
+    };
+    if program.is_empty() {
+        return Err(not_found());
+    }
+    if program.as_bytes().contains(&b'/') {
+        return if std::path::Path::new(program).exists() {
+            Ok(program.to_owned())
+        } else {
+            Err(not_found())
+        };
+    }
+    let path = path.unwrap_or(std::ffi::OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    let mut first_existing = None;
+    for dir in path.as_bytes().split(|&b| b == b':') {
+        let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+        let candidate = std::path::Path::new(std::ffi::OsStr::from_bytes(dir)).join(program);
+        let Ok(meta) = std::fs::metadata(&candidate) else {
+            continue;
+        };
+        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+            return Ok(candidate.into_os_string());
+        }
+        first_existing.get_or_insert(candidate);
+    }
+    first_existing
+        .map(|c| c.into_os_string())
+        .ok_or_else(not_found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn resolves_like_execvp() {
+        let sh = resolve_program(OsStr::new("sh"), Some(OsStr::new("/nonexistent:/bin")));
+        assert_eq!(sh.expect("sh in /bin"), OsString::from("/bin/sh"));
+        assert!(matches!(
+            resolve_program(OsStr::new("no-such-program-xyz"), None),
+            Err(PlatformError::NotFound { .. })
+        ));
+        assert!(matches!(
+            resolve_program(OsStr::new("./no/such/file"), None),
+            Err(PlatformError::NotFound { .. })
+        ));
+        assert!(resolve_program(OsStr::new(""), None).is_err());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(ExitStatus::Exited(3).code(), 3);
+        assert_eq!(
+            ExitStatus::Signaled {
+                signal: 9,
+                core: false
+            }
+            .code(),
+            137
+        );
+    }
+}

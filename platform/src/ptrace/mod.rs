@@ -1,0 +1,322 @@
+//! The ptrace backend: seccomp `RET_TRACE` stops under `PTRACE_SEIZE`.
+//!
+//! The guest is seized before it installs the filter and execs, with
+//! `PTRACE_O_EXITKILL` (if compatrun dies, every guest thread dies) and auto-attach on
+//! fork, vfork and clone, so every process and thread is traced from its first
+//! instruction. Only calls the filter marks `RET_TRACE` stop; everything else runs
+//! natively. Signals are delivered as they arrive, group-stops are kept with
+//! `PTRACE_LISTEN` (so job control works and the real parent sees them), and compatrun
+//! reaps everything, orphans included (it is a child subreaper), before it returns.
+
+mod tracee;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+use log::{debug, trace, warn};
+use nix::errno::Errno;
+use nix::sys::ptrace::{self as nixptrace, Event, Options};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{getpgid, getpgrp, tcgetpgrp, Pid};
+
+pub use tracee::{PtraceThread, Stopped, TraceError};
+
+use crate::contract::{Arch, InterceptSpec, Supervisor, Syscall, Verdict};
+use crate::filter::{self, CatchAction, AUDIT_ARCH_I386, X32_SYSCALL_BIT};
+use crate::sys::spawn::{self, ChildImage, ChildStage};
+use crate::sys::{self, signals};
+use crate::{ExitStatus, GuestCommand, PlatformError};
+
+/// The options every tracee carries (inherited by auto-attached children).
+fn options() -> Options {
+    Options::PTRACE_O_TRACESECCOMP
+        | Options::PTRACE_O_TRACEFORK
+        | Options::PTRACE_O_TRACEVFORK
+        | Options::PTRACE_O_TRACECLONE
+        | Options::PTRACE_O_TRACEEXEC
+        | Options::PTRACE_O_EXITKILL
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ThreadState {
+    /// Announced by its parent's fork/clone event; its attach stop is still to come.
+    Starting,
+    /// Seen at least once.
+    Running,
+}
+
+/// Runs `cmd` under the ptrace platform until every guest process is gone.
+///
+/// Returns the first process's exit status. The supervisor is told about every call
+/// the spec marks [`crate::Rule::Catch`].
+pub fn run<S: Supervisor>(
+    cmd: &GuestCommand,
+    spec: &InterceptSpec,
+    sup: &mut S,
+) -> Result<ExitStatus, PlatformError> {
+    let prog = filter::compile(spec, CatchAction::Trace);
+    let argv: Vec<&std::ffi::OsStr> = cmd.argv.iter().map(|a| a.as_os_str()).collect();
+    let env: Vec<&std::ffi::OsStr> = cmd.env.iter().map(|a| a.as_os_str()).collect();
+    let image = ChildImage::new(
+        &cmd.program,
+        &argv,
+        &env,
+        cmd.cwd.as_deref(),
+        prog,
+        !sys::has_cap_sys_admin(),
+    )
+    .map_err(|source| PlatformError::Spawn {
+        op: "prepare",
+        source,
+    })?;
+
+    // Orphaned guest processes come back to us to be reaped; the guest cannot read us.
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| PlatformError::Spawn {
+        op: "set child subreaper",
+        source: e.into(),
+    })?;
+    nix::sys::prctl::set_dumpable(false).map_err(|e| PlatformError::Spawn {
+        op: "set non-dumpable",
+        source: e.into(),
+    })?;
+    signals::install_forwarding().map_err(|e| PlatformError::Spawn {
+        op: "install signal handlers",
+        source: e.into(),
+    })?;
+
+    let mut child =
+        spawn::spawn(&image).map_err(|source| PlatformError::Spawn { op: "fork", source })?;
+    let root = child.pid;
+    if let Err(errno) = nixptrace::seize(root, options()) {
+        drop(child); // the child sees EOF on its go-ahead pipe and exits
+        let _ = waitpid(root, None);
+        return Err(PlatformError::PtraceDenied { source: errno });
+    }
+    let pidfd = sys::pidfd_open(root).map_err(|source| PlatformError::Spawn {
+        op: "pidfd_open",
+        source,
+    })?;
+    signals::set_target(root.as_raw(), pidfd.as_raw_fd());
+    child.release().map_err(|source| PlatformError::Spawn {
+        op: "release the guest",
+        source,
+    })?;
+
+    let mut tracer = Tracer {
+        root,
+        threads: HashMap::from([(root, ThreadState::Running)]),
+        root_status: None,
+        tty: File::options().read(true).write(true).open("/dev/tty").ok(),
+    };
+    let result = tracer.run(sup);
+    signals::clear_target();
+    drop(pidfd);
+    let status = result?;
+    if let Some(fail) = child.failure() {
+        let program = cmd.program.to_string_lossy().into_owned();
+        let source = std::io::Error::from_raw_os_error(fail.errno);
+        return Err(match fail.stage {
+            ChildStage::Exec if fail.errno == libc::ENOENT => PlatformError::NotFound { program },
+            ChildStage::Exec => PlatformError::CannotExecute { program, source },
+            ChildStage::Filter => PlatformError::Filter { source },
+            ChildStage::Chdir => PlatformError::Spawn {
+                op: "chdir",
+                source,
+            },
+            ChildStage::Handshake => PlatformError::Spawn {
+                op: "handshake",
+                source,
+            },
+        });
+    }
+    Ok(status)
+}
+
+struct Tracer {
+    root: Pid,
+    threads: HashMap<Pid, ThreadState>,
+    root_status: Option<ExitStatus>,
+    tty: Option<File>,
+}
+
+/// Stop signals: a PTRACE_EVENT_STOP carrying one of them is a group-stop.
+fn is_stop_signal(sig: Signal) -> bool {
+    matches!(
+        sig,
+        Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+    )
+}
+
+impl Tracer {
+    fn run<S: Supervisor>(&mut self, sup: &mut S) -> Result<ExitStatus, PlatformError> {
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::__WALL)) {
+                Ok(s) => s,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => break,
+                Err(e) => return Err(PlatformError::Wait(e)),
+            };
+            match self.handle(status, sup) {
+                Ok(()) | Err(TraceError::Gone(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // ECHILD: nothing left to trace or reap. The root's status was recorded on exit.
+        Ok(self.root_status.unwrap_or(ExitStatus::Exited(125)))
+    }
+
+    fn handle<S: Supervisor>(&mut self, status: WaitStatus, sup: &mut S) -> Result<(), TraceError> {
+        match status {
+            WaitStatus::Exited(pid, code) => self.gone(pid, ExitStatus::Exited(code), sup),
+            WaitStatus::Signaled(pid, sig, core) => self.gone(
+                pid,
+                ExitStatus::Signaled {
+                    signal: sig as i32,
+                    core,
+                },
+                sup,
+            ),
+            WaitStatus::Stopped(pid, sig) => {
+                // Signal-delivery-stop: deliver the signal as the kernel would have.
+                trace!("[pid {pid}] signal {sig:?}");
+                self.threads.insert(pid, ThreadState::Running);
+                Stopped::new(pid).cont(Some(sig))
+            }
+            WaitStatus::PtraceEvent(pid, sig, event) => self.event(pid, sig, event, sup),
+            WaitStatus::PtraceSyscall(pid) => Stopped::new(pid).cont(None),
+            WaitStatus::Continued(_) | WaitStatus::StillAlive => Ok(()),
+        }
+    }
+
+    fn gone<S: Supervisor>(
+        &mut self,
+        pid: Pid,
+        status: ExitStatus,
+        sup: &mut S,
+    ) -> Result<(), TraceError> {
+        debug!("[pid {pid}] gone: {status:?}");
+        self.threads.remove(&pid);
+        sup.exited(pid.as_raw());
+        if pid == self.root {
+            self.root_status = Some(status);
+            signals::clear_target();
+        }
+        Ok(())
+    }
+
+    fn event<S: Supervisor>(
+        &mut self,
+        pid: Pid,
+        sig: Signal,
+        event: i32,
+        sup: &mut S,
+    ) -> Result<(), TraceError> {
+        let stopped = Stopped::new(pid);
+        match event {
+            e if e == Event::PTRACE_EVENT_SECCOMP as i32 => self.seccomp(stopped, sup),
+            e if e == Event::PTRACE_EVENT_FORK as i32
+                || e == Event::PTRACE_EVENT_VFORK as i32
+                || e == Event::PTRACE_EVENT_CLONE as i32 =>
+            {
+                let msg = stopped.event_msg()?;
+                if let Ok(child) = i32::try_from(msg) {
+                    let child = Pid::from_raw(child);
+                    debug!("[pid {pid}] new thread or process {child}");
+                    self.threads.entry(child).or_insert(ThreadState::Starting);
+                }
+                stopped.cont(None)
+            }
+            e if e == Event::PTRACE_EVENT_EXEC as i32 => {
+                if let Ok(former) = stopped.event_msg().map(|m| i32::try_from(m).unwrap_or(0)) {
+                    let former = Pid::from_raw(former);
+                    if former != pid {
+                        self.threads.remove(&former);
+                    }
+                }
+                debug!("[pid {pid}] exec");
+                stopped.cont(None)
+            }
+            e if e == Event::PTRACE_EVENT_STOP as i32 => {
+                match self.threads.insert(pid, ThreadState::Running) {
+                    None | Some(ThreadState::Starting) => stopped.cont(None), // attach stop
+                    Some(ThreadState::Running) if is_stop_signal(sig) => {
+                        trace!("[pid {pid}] group-stop {sig:?}");
+                        stopped.listen()?;
+                        if pid == self.root {
+                            self.mirror_stop();
+                        }
+                        Ok(())
+                    }
+                    Some(ThreadState::Running) => stopped.cont(None),
+                }
+            }
+            _ => {
+                mutter(pid, event);
+                stopped.cont(None)
+            }
+        }
+    }
+
+    fn seccomp<S: Supervisor>(
+        &mut self,
+        mut stopped: Stopped,
+        sup: &mut S,
+    ) -> Result<(), TraceError> {
+        let pid = stopped.pid();
+        let (audit_arch, nr, args) = stopped.seccomp_call()?;
+        #[allow(clippy::cast_possible_truncation)] // syscall numbers are 32-bit in seccomp_data
+        let nr32 = nr as u32;
+        let (arch, nr) = if audit_arch == AUDIT_ARCH_I386 {
+            (Arch::I386, nr32)
+        } else if nr32 & X32_SYSCALL_BIT != 0 {
+            (Arch::X32, nr32 & !X32_SYSCALL_BIT)
+        } else {
+            (Arch::X86_64, nr32)
+        };
+        let call = Syscall { arch, nr, args };
+        let verdict = sup.syscall(&mut stopped.guest(), &call);
+        trace!("[pid {pid}] {arch} syscall {nr} -> {verdict:?}");
+        if let Verdict::Return(value) = verdict {
+            stopped.skip_with(value)?;
+        }
+        stopped.cont(None)
+    }
+
+    /// The first process stopped (Ctrl-Z, SIGSTOP): if we are a job in a terminal's
+    /// foreground, stop ourselves too so the shell that started us sees the stop, and on
+    /// `fg`/`bg` pass the SIGCONT on.
+    fn mirror_stop(&self) {
+        let Some(tty) = &self.tty else { return };
+        let me = getpgrp();
+        if tcgetpgrp(tty).ok() != Some(me) {
+            return;
+        }
+        debug!("[pid {}] stopped; stopping compatrun as its job", self.root);
+        let _ = kill(nix::unistd::getpid(), Signal::SIGSTOP);
+        // Continued: the shell's SIGCONT went to our process group; pass it on if the
+        // guest has left that group.
+        if getpgid(Some(self.root)).ok() != Some(me) {
+            let _ = kill(self.root, Signal::SIGCONT);
+        }
+    }
+}
+
+/// Unexpected ptrace events are logged at debug level only: a guest can cause them.
+fn mutter(pid: Pid, event: i32) {
+    if log::log_enabled!(log::Level::Debug) {
+        debug!("[pid {pid}] unexpected ptrace event {event}");
+    } else {
+        let _ = warn_once();
+    }
+}
+
+fn warn_once() -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        warn!("unexpected ptrace events seen; run with --log debug for details");
+    }
+    true
+}

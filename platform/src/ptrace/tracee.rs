@@ -1,0 +1,129 @@
+//! A traced thread as a type: [`Stopped`] is the only handle that can touch a tracee,
+//! and resuming it consumes the handle, so "ptrace on a running thread" cannot be
+//! written. "It died under us" (ESRCH) becomes [`TraceError::Gone`] here and nowhere
+//! else.
+
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::contract::{Fault, GuestThread};
+use crate::sys;
+
+/// A ptrace request that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The thread no longer exists (killed, or exited with another thread's exec):
+    /// its exit is reported by `waitpid`, so callers just move on.
+    #[error("thread {0} is gone")]
+    Gone(Pid),
+    /// Anything else: a broken invariant of the tracer.
+    #[error("ptrace {op} on thread {pid} failed: {errno}")]
+    Failed {
+        /// The request.
+        op: &'static str,
+        /// The thread.
+        pid: Pid,
+        /// What the kernel said.
+        errno: Errno,
+    },
+}
+
+fn check<T>(op: &'static str, pid: Pid, r: nix::Result<T>) -> Result<T, TraceError> {
+    r.map_err(|errno| match errno {
+        Errno::ESRCH => TraceError::Gone(pid),
+        errno => TraceError::Failed { op, pid, errno },
+    })
+}
+
+/// A tracee in a ptrace-stop, owned by the tracer loop until resumed.
+#[derive(Debug)]
+pub struct Stopped {
+    pid: Pid,
+}
+
+/// `offsetof(struct user_regs_struct, orig_rax)` and `rax`, for PTRACE_POKEUSER.
+const ORIG_RAX_OFFSET: usize = std::mem::offset_of!(libc::user_regs_struct, orig_rax);
+const RAX_OFFSET: usize = std::mem::offset_of!(libc::user_regs_struct, rax);
+
+impl Stopped {
+    /// Wraps a pid that `waitpid` just reported as stopped.
+    pub(crate) fn new(pid: Pid) -> Self {
+        Stopped { pid }
+    }
+
+    /// The thread id.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Resumes the thread, delivering `sig` if given.
+    pub fn cont(self, sig: Option<Signal>) -> Result<(), TraceError> {
+        check("CONT", self.pid, ptrace::cont(self.pid, sig))
+    }
+
+    /// Leaves a group-stopped thread stopped but wakeable by SIGCONT.
+    pub fn listen(self) -> Result<(), TraceError> {
+        check("LISTEN", self.pid, sys::ptrace_listen(self.pid))
+    }
+
+    /// The event message (new child's pid, former thread id, seccomp data).
+    pub fn event_msg(&self) -> Result<u64, TraceError> {
+        #[allow(clippy::cast_sign_loss)] // a raw 64-bit message, not a signed quantity
+        check("GETEVENTMSG", self.pid, ptrace::getevent(self.pid)).map(|m| m as u64)
+    }
+
+    /// The audit architecture, number and arguments of the call this thread is stopped
+    /// in (seccomp stop).
+    pub fn seccomp_call(&self) -> Result<(u32, u64, [u64; 6]), TraceError> {
+        check(
+            "GET_SYSCALL_INFO",
+            self.pid,
+            sys::seccomp_stop_call(self.pid),
+        )
+    }
+
+    /// Skips the call the thread is stopped in; it returns `value` instead.
+    pub fn skip_with(&mut self, value: i64) -> Result<(), TraceError> {
+        let poke = |off: usize, v: i64| {
+            check(
+                "POKEUSER",
+                self.pid,
+                ptrace::write_user(self.pid, off as ptrace::AddressType, v),
+            )
+        };
+        // orig_rax = -1: the kernel skips the call and leaves rax as we set it.
+        poke(ORIG_RAX_OFFSET, -1)?;
+        poke(RAX_OFFSET, value)
+    }
+
+    /// Lends this stopped thread to a handler as a [`GuestThread`].
+    pub fn guest(&mut self) -> PtraceThread<'_> {
+        PtraceThread { stopped: self }
+    }
+}
+
+/// A [`GuestThread`] backed by a ptrace-stopped thread.
+#[derive(Debug)]
+pub struct PtraceThread<'a> {
+    stopped: &'a mut Stopped,
+}
+
+impl GuestThread for PtraceThread<'_> {
+    fn tid(&self) -> i32 {
+        self.stopped.pid.as_raw()
+    }
+
+    fn tgid(&self) -> i32 {
+        crate::mem::tgid_of(self.stopped.pid).unwrap_or_else(|| self.tid())
+    }
+
+    fn read_mem(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
+        crate::mem::read(self.stopped.pid, addr, buf)
+    }
+
+    fn write_mem(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
+        crate::mem::write(self.stopped.pid, addr, data)
+    }
+}

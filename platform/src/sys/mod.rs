@@ -1,0 +1,76 @@
+//! The only home of `unsafe` in compatrun: raw system calls that neither `nix` nor the
+//! standard library wrap safely. Every block names the invariant that makes it sound;
+//! callers outside this module see safe functions with validated inputs.
+
+pub mod probe;
+pub mod signals;
+pub mod spawn;
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use nix::unistd::Pid;
+
+/// `PTRACE_LISTEN`: keep a group-stopped tracee stopped, but let it be woken by SIGCONT
+/// and let its real parent see the stop (`nix` has no wrapper for it).
+pub fn ptrace_listen(pid: Pid) -> nix::Result<()> {
+    // SAFETY: PTRACE_LISTEN takes no pointers (addr and data are 0); the kernel checks
+    // that `pid` is our tracee in group-stop and reports ESRCH/EIO otherwise.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_LISTEN,
+            pid.as_raw(),
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    if r == -1 {
+        Err(nix::errno::Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// The audit architecture, `nr` and arguments of a tracee stopped in a seccomp stop.
+pub fn seccomp_stop_call(pid: Pid) -> nix::Result<(u32, u64, [u64; 6])> {
+    let info = nix::sys::ptrace::syscall_info(pid)?;
+    if info.op != libc::PTRACE_SYSCALL_INFO_SECCOMP {
+        return Err(nix::errno::Errno::EINVAL);
+    }
+    // SAFETY: the kernel filled the `seccomp` member of the union: `op` says so
+    // (PTRACE_SYSCALL_INFO_SECCOMP), checked just above.
+    let sc = unsafe { info.u.seccomp };
+    Ok((info.arch, sc.nr, sc.args))
+}
+
+/// `pidfd_open(pid, 0)`: a handle that keeps naming this process even after its pid is
+/// reused, so late signals can never hit a stranger.
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new fd or -1; no memory is
+    // passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: `fd` was just returned by the kernel as a new descriptor that nothing
+    // else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `CAP_SYS_ADMIN` from linux/capability.h.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether this process holds CAP_SYS_ADMIN in its user namespace, which lets it install
+/// a seccomp filter without setting no_new_privs (so set-user-ID programs keep working).
+pub fn has_cap_sys_admin() -> bool {
+    // CapEff in /proc/self/status is the effective set as a hex mask.
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << CAP_SYS_ADMIN) != 0)
+}

@@ -1,0 +1,115 @@
+//! Signals sent to the supervisor that belong to the guest.
+//!
+//! compatrun stands where the guest would stand in its parent's eyes, so signals aimed at
+//! it are passed on to the guest's first process (through a pidfd, so a reused pid can
+//! never be hit). Signals a terminal sends to its foreground process group (Ctrl-C,
+//! Ctrl-\, Ctrl-Z, window changes) reach the guest directly when it shares our process
+//! group; then they are not sent twice. The supervisor itself never stops or dies from
+//! them: a stopped tracer would leave the guest stuck in its next stop.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sys::signal::Signal;
+
+static TARGET_PIDFD: AtomicI32 = AtomicI32::new(-1);
+static TARGET_PID: AtomicI32 = AtomicI32::new(-1);
+
+/// Signals passed on to the guest. SIGCONT is handled by the tracer loop itself.
+pub const FORWARDED: [Signal; 11] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGTSTP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGWINCH,
+];
+
+/// Signals a terminal driver sends to its whole foreground process group.
+fn terminal_generated(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGINT
+            | libc::SIGQUIT
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+            | libc::SIGWINCH
+    )
+}
+
+extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    let fd = TARGET_PIDFD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers; errno is
+    // thread-local and saved/restored around the async-signal-safe calls below.
+    unsafe {
+        let saved = *libc::__errno_location();
+        let from_kernel = !info.is_null() && (*info).si_code == libc::SI_KERNEL;
+        let skip = from_kernel
+            && terminal_generated(sig)
+            && libc::getpgid(TARGET_PID.load(Ordering::Relaxed)) == libc::getpgrp();
+        if !skip {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd,
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+        *libc::__errno_location() = saved;
+    }
+}
+
+/// Installs the forwarding handler for every signal in [`FORWARDED`] that is not
+/// ignored (an ignored one stays ignored, and the guest inherits that, as it would
+/// natively). Handlers reset to the default across `execve`, so the guest starts with
+/// the dispositions compatrun was given.
+pub fn install_forwarding() -> nix::Result<()> {
+    for sig in FORWARDED {
+        // SAFETY: sigaction with a null new action only reads the current disposition
+        // into a stack variable we own.
+        let current = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig as i32, std::ptr::null(), &mut old) != 0 {
+                return Err(nix::errno::Errno::last());
+            }
+            old.sa_sigaction
+        };
+        if current == libc::SIG_IGN {
+            continue;
+        }
+        // SAFETY: `forward` is async-signal-safe (atomics and raw system calls only);
+        // the sigaction struct is fully initialised before the call.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = forward as *const () as usize;
+            act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut act.sa_mask);
+            if libc::sigaction(sig as i32, &act, std::ptr::null_mut()) != 0 {
+                return Err(nix::errno::Errno::last());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Points forwarding at the guest process `pid`, reached through `pidfd` (which must
+/// stay open until [`clear_target`]).
+pub fn set_target(pid: i32, pidfd: i32) {
+    TARGET_PID.store(pid, Ordering::Relaxed);
+    TARGET_PIDFD.store(pidfd, Ordering::Release);
+}
+
+/// Stops forwarding (the guest's first process is gone).
+pub fn clear_target() {
+    TARGET_PIDFD.store(-1, Ordering::Release);
+    TARGET_PID.store(-1, Ordering::Relaxed);
+}

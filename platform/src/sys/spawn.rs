@@ -1,0 +1,299 @@
+//! Forking the guest and running the few instructions between `fork` and `execve`.
+//!
+//! Everything the child needs is prepared before `fork` ([`ChildImage`]), because the
+//! child may only make async-signal-safe calls: the parent may have other threads (test
+//! harnesses do), and any allocation in the child could deadlock on a lock they held.
+//!
+//! The child waits on a pipe until the parent has seized it, so the seccomp filter and
+//! the `execve` of the guest both happen under the tracer's eye: no guest instruction
+//! ever runs uncaught, and if the parent dies first the child exits instead.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::unistd::Pid;
+
+use crate::filter::Insn;
+
+/// Where the child failed, sent to the parent over the error pipe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildStage {
+    /// Waiting for the parent's go-ahead (the parent vanished).
+    Handshake,
+    /// Setting the working directory.
+    Chdir,
+    /// Installing the seccomp filter.
+    Filter,
+    /// Executing the program.
+    Exec,
+}
+
+impl ChildStage {
+    fn code(self) -> u8 {
+        match self {
+            ChildStage::Handshake => 1,
+            ChildStage::Chdir => 2,
+            ChildStage::Filter => 3,
+            ChildStage::Exec => 4,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        [Self::Handshake, Self::Chdir, Self::Filter, Self::Exec]
+            .into_iter()
+            .find(|s| s.code() == c)
+    }
+}
+
+/// Everything the child needs, allocated before `fork`.
+#[derive(Debug)]
+pub struct ChildImage {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    sh_argv: Vec<CString>,
+    cwd: Option<CString>,
+    filter: Vec<Insn>,
+    no_new_privs: bool,
+}
+
+fn cstring(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{:?} contains a NUL byte", s),
+        )
+    })
+}
+
+impl ChildImage {
+    /// Prepares the exec of `path` with `argv` (argv\[0\] included) and `env` (as
+    /// `KEY=VALUE`), under the seccomp program `filter`.
+    pub fn new(
+        path: &OsStr,
+        argv: &[&OsStr],
+        env: &[&OsStr],
+        cwd: Option<&OsStr>,
+        filter: Vec<Insn>,
+        no_new_privs: bool,
+    ) -> io::Result<Self> {
+        let path = cstring(path)?;
+        let argv = argv
+            .iter()
+            .map(|a| cstring(a))
+            .collect::<io::Result<Vec<_>>>()?;
+        let envp = env
+            .iter()
+            .map(|e| cstring(e))
+            .collect::<io::Result<Vec<_>>>()?;
+        // execvp's fallback for a file without a #! line: run it with /bin/sh.
+        let mut sh_argv = vec![CString::from(c"/bin/sh"), path.clone()];
+        sh_argv.extend(argv.iter().skip(1).cloned());
+        let cwd = cwd.map(cstring).transpose()?;
+        Ok(ChildImage {
+            path,
+            argv,
+            envp,
+            sh_argv,
+            cwd,
+            filter,
+            no_new_privs,
+        })
+    }
+}
+
+/// A forked child waiting for [`Spawned::release`].
+#[derive(Debug)]
+pub struct Spawned {
+    /// The child's pid.
+    pub pid: Pid,
+    go: Option<OwnedFd>,
+    err: OwnedFd,
+}
+
+/// Why the child did not reach the guest program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildFailure {
+    /// The step that failed.
+    pub stage: ChildStage,
+    /// The errno it failed with.
+    pub errno: i32,
+}
+
+impl Spawned {
+    /// Lets the child go on to install the filter and exec.
+    pub fn release(&mut self) -> io::Result<()> {
+        let Some(go) = self.go.take() else {
+            return Ok(());
+        };
+        nix::unistd::write(&go, &[1u8]).map_err(io::Error::from)?;
+        Ok(())
+    }
+
+    /// After the child exited: what it reported, if it failed before the guest ran.
+    /// (The pipe is close-on-exec, so a successful exec leaves it empty.)
+    pub fn failure(&self) -> Option<ChildFailure> {
+        let mut buf = [0u8; 5];
+        let n = nix::unistd::read(&self.err, &mut buf).ok()?;
+        if n != buf.len() {
+            return None;
+        }
+        let stage = ChildStage::from_code(buf[0])?;
+        let errno = i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        Some(ChildFailure { stage, errno })
+    }
+}
+
+fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+/// Forks a child that waits for the go-ahead, then sets up and execs `image`.
+pub fn spawn(image: &ChildImage) -> io::Result<Spawned> {
+    let (go_r, go_w) = pipe_cloexec()?;
+    let (err_r, err_w) = pipe_cloexec()?;
+    let parent = nix::unistd::getpid();
+
+    // Pointer arrays built before fork (the child must not allocate).
+    let argv: Vec<*const libc::c_char> = image
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = image
+        .envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let sh_argv: Vec<*const libc::c_char> = image
+        .sh_argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let prog = libc::sock_fprog {
+        len: u16::try_from(image.filter.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?,
+        filter: image.filter.as_ptr().cast_mut(),
+    };
+
+    // SAFETY: fork is sound here because the child runs only async-signal-safe code
+    // (child_main uses raw libc calls on memory prepared above and never returns).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let ctx = ChildCtx {
+            parent: parent.as_raw(),
+            go_r: go_r.as_raw_fd(),
+            go_w: go_w.as_raw_fd(),
+            err_r: err_r.as_raw_fd(),
+            err_w: err_w.as_raw_fd(),
+            image,
+            argv: &argv,
+            envp: &envp,
+            sh_argv: &sh_argv,
+            prog: &prog,
+        };
+        child_main(&ctx);
+    }
+    drop(go_r);
+    drop(err_w);
+    Ok(Spawned {
+        pid: Pid::from_raw(pid),
+        go: Some(go_w),
+        err: err_r,
+    })
+}
+
+struct ChildCtx<'a> {
+    parent: libc::pid_t,
+    go_r: i32,
+    go_w: i32,
+    err_r: i32,
+    err_w: i32,
+    image: &'a ChildImage,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    sh_argv: &'a [*const libc::c_char],
+    prog: &'a libc::sock_fprog,
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EINVAL)
+}
+
+/// Reports `stage` and the current errno on the error pipe and exits (never returns).
+fn child_fail(ctx: &ChildCtx<'_>, stage: ChildStage, err: i32, code: i32) -> ! {
+    let e = err.to_ne_bytes();
+    let msg = [stage.code(), e[0], e[1], e[2], e[3]];
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `msg` is a live stack buffer
+    // of the length passed.
+    unsafe {
+        libc::write(ctx.err_w, msg.as_ptr().cast(), msg.len());
+        libc::_exit(code)
+    }
+}
+
+/// The child between fork and exec. Only async-signal-safe calls.
+fn child_main(ctx: &ChildCtx<'_>) -> ! {
+    // SAFETY: every call below is an async-signal-safe system call on descriptors this
+    // process owns and on memory prepared before fork that stays alive (the parent's
+    // copy-on-write image) until execve or _exit.
+    unsafe {
+        libc::close(ctx.go_w);
+        libc::close(ctx.err_r);
+        // If the parent dies before seizing us, die too rather than run unsupervised.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::getppid() != ctx.parent {
+            libc::_exit(125);
+        }
+        let mut byte = 0u8;
+        loop {
+            let n = libc::read(ctx.go_r, (&raw mut byte).cast(), 1);
+            if n == 1 {
+                break;
+            }
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            // EOF: the parent gave up (or died) without seizing us.
+            child_fail(ctx, ChildStage::Handshake, libc::ECHILD, 125);
+        }
+        libc::close(ctx.go_r);
+        // Seized with PTRACE_O_EXITKILL now: that guards us from here on, and the guest
+        // should see the parent-death signal it would natively have (none).
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
+        if let Some(cwd) = &ctx.image.cwd {
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                child_fail(ctx, ChildStage::Chdir, errno(), 125);
+            }
+        }
+        if ctx.image.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            child_fail(ctx, ChildStage::Filter, errno(), 125);
+        }
+        let prog: *const libc::sock_fprog = ctx.prog;
+        if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, prog) != 0 {
+            child_fail(ctx, ChildStage::Filter, errno(), 125);
+        }
+        libc::execve(
+            ctx.image.path.as_ptr(),
+            ctx.argv.as_ptr(),
+            ctx.envp.as_ptr(),
+        );
+        let mut e = errno();
+        if e == libc::ENOEXEC {
+            libc::execve(c"/bin/sh".as_ptr(), ctx.sh_argv.as_ptr(), ctx.envp.as_ptr());
+            e = errno();
+        }
+        let code = if e == libc::ENOENT { 127 } else { 126 };
+        child_fail(ctx, ChildStage::Exec, e, code)
+    }
+}

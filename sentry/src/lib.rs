@@ -1,0 +1,70 @@
+//! What a caught system call means under a kernel persona.
+//!
+//! This crate owns the persona data ([`persona`], [`table`]), the policy that turns a
+//! persona into the platform's [`InterceptSpec`] ([`policy`]), and the handlers that
+//! emulate what the persona's kernel did differently ([`handlers`]). It never names
+//! ptrace or a notification fd: handlers see a stopped thread only through
+//! [`platform::GuestThread`].
+
+#![deny(missing_docs)]
+
+pub mod handlers;
+pub mod persona;
+pub mod policy;
+pub mod table;
+pub mod version;
+
+use platform::{Arch, GuestThread, InterceptSpec, Supervisor, Syscall, Verdict};
+
+pub use persona::{Persona, PersonaError};
+pub use table::SyscallTable;
+pub use version::KernelVersion;
+
+use handlers::Handler;
+
+/// The sentry for one run: a persona, compiled into a spec and a dispatch table.
+#[derive(Debug)]
+pub struct Sentry {
+    persona: Persona,
+    spec: InterceptSpec,
+    dispatch: Vec<(Arch, u32, Handler)>,
+}
+
+impl Sentry {
+    /// Prepares the sentry for `persona`.
+    pub fn new(persona: Persona, table: &SyscallTable) -> Self {
+        let policy = policy::Policy::build(&persona, table);
+        Sentry {
+            persona,
+            spec: policy.spec,
+            dispatch: policy.dispatch,
+        }
+    }
+
+    /// What the platform must catch and refuse.
+    pub fn intercept_spec(&self) -> &InterceptSpec {
+        &self.spec
+    }
+
+    /// The persona in force.
+    pub fn persona(&self) -> &Persona {
+        &self.persona
+    }
+}
+
+impl Supervisor for Sentry {
+    fn syscall<G: GuestThread>(&mut self, thread: &mut G, call: &Syscall) -> Verdict {
+        let handler = self
+            .dispatch
+            .iter()
+            .find(|(a, n, _)| *a == call.arch && *n == call.nr)
+            .map(|(_, _, h)| *h);
+        match (handler, &self.persona.uname) {
+            (Some(Handler::Uname(layout)), Some(id)) => {
+                handlers::uname::handle(thread, call, id, layout)
+            }
+            // Caught but not ours to change: run it as the guest asked.
+            _ => Verdict::Forward,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The command line, and the choice of platform it makes.
+
+use std::ffi::OsString;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use platform::{ExitStatus, GuestCommand, PlatformError};
+use sentry::Sentry;
+
+/// Run a program under an older Linux kernel's persona.
+///
+/// Only the system calls the persona defines differently from the host are caught;
+/// everything else runs natively. The exit status is the program's (128+N if killed by
+/// signal N); compatrun's own failures exit 125, 126 (cannot execute) or 127 (not found).
+#[derive(Debug, Parser)]
+#[command(
+    name = "compatrun",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  compatrun --kernel-persona 2.6 -- uname -r\n  compatrun --kernel-persona rhel6 -- ./legacy-app --flag\n  compatrun personas            list the built-in personas\n  compatrun personas rhel6      what one persona changes"
+)]
+pub struct Cli {
+    /// Kernel persona: a built-in name (see `compatrun personas`) or a persona file path.
+    #[arg(short = 'k', long, value_name = "NAME|FILE", default_value = "host")]
+    pub kernel_persona: String,
+
+    /// How system calls are caught.
+    #[arg(long, value_enum, default_value_t = PlatformChoice::Ptrace)]
+    pub platform: PlatformChoice,
+
+    /// compatrun's own log level (messages go to stderr, prefixed "compatrun:").
+    #[arg(long, value_name = "LEVEL", default_value = "warn")]
+    pub log: log::LevelFilter,
+
+    /// The program to run and its arguments (put them after `--`).
+    #[arg(
+        value_name = "PROGRAM",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+
+    #[command(subcommand)]
+    pub subcommand: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the built-in personas, or show what one persona changes.
+    Personas {
+        /// A persona name or file to describe in full.
+        #[arg(value_name = "NAME|FILE")]
+        persona: Option<String>,
+    },
+}
+
+/// The platforms compatrun can run a guest on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlatformChoice {
+    /// ptrace with a seccomp filter: only caught calls stop the guest.
+    Ptrace,
+}
+
+impl PlatformChoice {
+    /// The name as given on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlatformChoice::Ptrace => "ptrace",
+        }
+    }
+
+    /// Runs `command` under `sentry` on this platform.
+    pub fn run(
+        self,
+        command: &GuestCommand,
+        mut sentry: Sentry,
+    ) -> Result<ExitStatus, PlatformError> {
+        let spec = sentry.intercept_spec().clone();
+        match self {
+            PlatformChoice::Ptrace => platform::ptrace::run(command, &spec, &mut sentry),
+        }
+    }
+}
