@@ -251,7 +251,13 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
         libc::close(ctx.go_w);
         libc::close(ctx.err_r);
         // If the parent dies before seizing us, die too rather than run unsupervised.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as u64,
+            0u64,
+            0u64,
+            0u64,
+        );
         if libc::getppid() != ctx.parent {
             libc::_exit(125);
         }
@@ -270,13 +276,15 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
         libc::close(ctx.go_r);
         // Seized with PTRACE_O_EXITKILL now: that guards us from here on, and the guest
         // should see the parent-death signal it would natively have (none).
-        libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0u64, 0u64, 0u64, 0u64);
         if let Some(cwd) = &ctx.image.cwd {
             if libc::chdir(cwd.as_ptr()) != 0 {
                 child_fail(ctx, ChildStage::Chdir, errno(), 125);
             }
         }
-        if ctx.image.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+        if ctx.image.no_new_privs
+            && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1u64, 0u64, 0u64, 0u64) != 0
+        {
             child_fail(ctx, ChildStage::Filter, errno(), 125);
         }
         let prog: *const libc::sock_fprog = ctx.prog;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what compatrun's tests need from Debian, only if something is missing.
+# Used by scripts/test.sh; safe to run again (it does nothing when all is present).
+set -euo pipefail
+
+PKGS=(
+  gcc make tar coreutils bash procps   # the real programs the tests compare with native runs
+  libc6-dev-i386 gcc-multilib          # i386 C fixtures (32-bit guests must be caught too)
+  python3.11 libpython3.11-testsuite   # CPython's own regression tests, run under compatrun
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "test-deps: installing ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,185 @@
+//! The testing helper: run a program natively and under compatrun, compare, compile C
+//! fixtures, and skip visibly.
+//!
+//! ```ignore
+//! let (native, guest) = common::compare("2.6", &["sh", "-c", "echo hi | tr a-z A-Z"]);
+//! ```
+#![allow(dead_code)] // each test binary uses a different part of this helper
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any single guest run may take before the test fails (and kills it).
+pub const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The compatrun binary under test.
+pub fn compatrun_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_compatrun"))
+}
+
+/// What a run produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Exit code, or 128+N for a death by signal N (as a shell reports it).
+    pub status: i32,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+}
+
+impl Outcome {
+    /// stdout as text.
+    pub fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    /// stderr as text.
+    pub fn err(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Runs `cmd` to completion with `stdin` fed in (or /dev/null), killing it after
+/// [`TIMEOUT`]. Panics on timeout: a hang is a failure, never a pass.
+pub fn run_cmd(mut cmd: Command, stdin: Option<&[u8]>) -> Outcome {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+    if let Some(input) = stdin {
+        let mut sin = child.stdin.take().expect("piped stdin");
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = sin.write_all(&input);
+        });
+    }
+    // Read both pipes on threads so a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err, &mut v);
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let status = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Outcome {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+fn command<S: AsRef<OsStr>>(argv: &[S]) -> Command {
+    let mut cmd = Command::new(argv[0].as_ref());
+    cmd.args(&argv[1..]);
+    cmd
+}
+
+/// Runs `argv` natively.
+pub fn native<S: AsRef<OsStr>>(argv: &[S]) -> Outcome {
+    run_cmd(command(argv), None)
+}
+
+/// The `compatrun --kernel-persona PERSONA -- argv...` command, ready to adjust.
+pub fn under_cmd<S: AsRef<OsStr>>(persona: &str, argv: &[S]) -> Command {
+    let mut cmd = Command::new(compatrun_bin());
+    cmd.arg("--kernel-persona").arg(persona).arg("--");
+    cmd.args(argv);
+    cmd
+}
+
+/// Runs `argv` under compatrun with `persona`.
+pub fn under<S: AsRef<OsStr>>(persona: &str, argv: &[S]) -> Outcome {
+    run_cmd(under_cmd(persona, argv), None)
+}
+
+/// Runs `argv` natively and under `persona`; asserts the same stdout and status.
+pub fn compare<S: AsRef<OsStr> + std::fmt::Debug>(persona: &str, argv: &[S]) -> (Outcome, Outcome) {
+    let n = native(argv);
+    let g = under(persona, argv);
+    assert_eq!(
+        (g.status, g.out()),
+        (n.status, n.out()),
+        "{argv:?} under persona {persona} differs from native.\nguest stderr:\n{}\nnative stderr:\n{}",
+        g.err(),
+        n.err()
+    );
+    (n, g)
+}
+
+/// Says, where a test runner shows it even for passing tests, that `test` was skipped.
+/// The reason names what is missing.
+pub fn skip(test: &str, reason: &str) {
+    // Written to the real stderr (not the captured one) so the skip is always visible.
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {reason}");
+}
+
+/// Whether `program` can be found on PATH.
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// The directory for compiled fixtures and other scratch output of the tests.
+pub fn scratch_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Compiles `tests/fixtures/NAME.c` (once per test binary run; rebuilt when the source
+/// is newer) with `extra` flags and returns the executable's path.
+pub fn fixture(name: &str, extra: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.c"));
+    let tag = extra.join("").replace(['-', '=', '/'], "");
+    let out = scratch_dir().join(format!("fixture-{name}{tag}"));
+    let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
+        (Ok(s), Ok(o)) => o.modified().ok() >= s.modified().ok(),
+        _ => false,
+    };
+    if !fresh {
+        // Build to a temporary name and rename, so parallel tests never see half a file.
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        let status = Command::new("cc")
+            .args(["-O1", "-Wall", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .args(extra)
+            .status()
+            .expect("run cc (install gcc: see scripts/test.sh)");
+        assert!(status.success(), "compiling fixture {name} failed");
+        std::fs::rename(&tmp, &out).expect("rename fixture");
+    }
+    out
+}
