@@ -32,11 +32,7 @@ pub struct Cli {
     pub log: log::LevelFilter,
 
     /// The program to run and its arguments (put them after `--`).
-    #[arg(
-        value_name = "PROGRAM",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "PROGRAM", trailing_var_arg = true)]
     pub command: Vec<OsString>,
 
     #[command(subcommand)]
