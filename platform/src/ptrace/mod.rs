@@ -72,13 +72,9 @@ pub fn run<S: Supervisor>(
         source,
     })?;
 
-    // Orphaned guest processes come back to us to be reaped; the guest cannot read us.
+    // Orphaned guest processes come back to us to be reaped.
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| PlatformError::Spawn {
         op: "set child subreaper",
-        source: e.into(),
-    })?;
-    nix::sys::prctl::set_dumpable(false).map_err(|e| PlatformError::Spawn {
-        op: "set non-dumpable",
         source: e.into(),
     })?;
     signals::install_forwarding().map_err(|e| PlatformError::Spawn {
@@ -94,6 +90,13 @@ pub fn run<S: Supervisor>(
         let _ = waitpid(root, None);
         return Err(PlatformError::PtraceDenied { source: errno });
     }
+    // The guest may not read or attach to us. Only now: the child forked before this
+    // and is seized already (a non-dumpable parent's fork child is non-dumpable until it
+    // execs, and seizing it would need CAP_SYS_PTRACE).
+    nix::sys::prctl::set_dumpable(false).map_err(|e| PlatformError::Spawn {
+        op: "set non-dumpable",
+        source: e.into(),
+    })?;
     let pidfd = sys::pidfd_open(root).map_err(|source| PlatformError::Spawn {
         op: "pidfd_open",
         source,
