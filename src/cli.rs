@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = PlatformChoice::Ptrace)]
     pub platform: PlatformChoice,
 
+    /// Start the guest with its soft open-file limit at most N (legacy personas default
+    /// to 1024; 0 leaves the limit as it is). The hard limit is never changed.
+    #[arg(long, value_name = "N")]
+    pub nofile: Option<u64>,
+
     /// compatrun's own log level (messages go to stderr, prefixed "compatrun:").
     #[arg(long, value_name = "LEVEL", default_value = "warn")]
     pub log: log::LevelFilter,

@@ -85,6 +85,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         persona.description,
         cli.platform.name()
     );
+    let nofile_soft = match cli.nofile {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => persona.nofile,
+    };
+    report_nofile(nofile_soft);
     let sentry = Sentry::new(persona, &table);
     let env: Vec<OsString> = std::env::vars_os()
         .map(|(k, v)| {
@@ -103,10 +109,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .collect(),
         env,
         cwd: None,
+        nofile_soft,
     };
     let status = cli.platform.run(&command, sentry)?;
     log::debug!("guest finished: {status:?}");
     Ok(ExitCode::from(
         u8::try_from(status.code() & 0xff).unwrap_or(EXIT_FAILURE),
     ))
+}
+
+/// Says (at info level) whether the guest's open-file limit will be lowered.
+fn report_nofile(limit: Option<u64>) {
+    let Some(limit) = limit else { return };
+    // The guest inherits our limits; /proc/self/limits shows them without unsafe code.
+    let current = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|x| x.starts_with("Max open files"))
+                .and_then(|x| x.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    match current.parse::<u64>() {
+        Ok(soft) if soft <= limit => {}
+        _ => log::info!("guest starts with its soft open-file limit lowered to {limit} (was {current}; hard limit unchanged; --nofile to change)"),
+    }
 }

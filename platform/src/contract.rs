@@ -63,6 +63,9 @@ pub struct InterceptSpec {
     pub rules: Vec<(Arch, u32, Rule)>,
     /// Per ABI: the rule for numbers not named in `rules`.
     pub defaults: Vec<(Arch, Rule)>,
+    /// Signals the supervisor wants to see before they are delivered (e.g. SIGSEGV for
+    /// the vsyscall page). Others are delivered without asking.
+    pub signals: Vec<i32>,
 }
 
 impl InterceptSpec {
@@ -71,6 +74,7 @@ impl InterceptSpec {
         InterceptSpec {
             rules: Vec::new(),
             defaults: Arch::ALL.iter().map(|&a| (a, Rule::Allow)).collect(),
+            signals: Vec::new(),
         }
     }
 
@@ -143,11 +147,55 @@ impl Verdict {
     }
 }
 
+/// A synchronous signal about to be delivered to a guest thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalInfo {
+    /// The signal number.
+    pub signo: i32,
+    /// `si_code`.
+    pub code: i32,
+    /// `si_addr` (the faulting address for SIGSEGV and SIGBUS; 0 otherwise).
+    pub addr: u64,
+}
+
+/// The registers a signal handler may read and change (x86_64 names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    /// Instruction pointer.
+    pub ip: u64,
+    /// Stack pointer.
+    pub sp: u64,
+    /// Return-value register (rax).
+    pub ret: u64,
+    /// Argument registers in call order: rdi, rsi, rdx, rcx, r8, r9.
+    pub args: [u64; 6],
+}
+
+/// What happens to a signal the supervisor was shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalVerdict {
+    /// Deliver it as the kernel meant to.
+    Deliver,
+    /// Do not deliver it; the thread resumes with the (possibly changed) registers.
+    Suppress,
+}
+
 /// The sentry side of the contract: told about every caught call and about process
 /// lifetimes, in the order the platform observes them.
 pub trait Supervisor {
     /// A guest thread is stopped in a call the spec marked [`Rule::Catch`].
     fn syscall<G: GuestThread>(&mut self, thread: &mut G, call: &Syscall) -> Verdict;
+
+    /// A signal listed in [`InterceptSpec::signals`] is about to be delivered to a
+    /// stopped thread. Changes to `regs` take effect only with [`SignalVerdict::Suppress`].
+    fn signal<G: GuestThread>(
+        &mut self,
+        _thread: &mut G,
+        _info: &SignalInfo,
+        _regs: &mut Regs,
+    ) -> SignalVerdict {
+        SignalVerdict::Deliver
+    }
 
     /// A guest thread is gone (when it led its thread group, the whole process is gone):
     /// forget anything kept about it.

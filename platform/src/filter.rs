@@ -244,6 +244,7 @@ mod tests {
         InterceptSpec {
             rules,
             defaults: Arch::ALL.iter().map(|&a| (a, default)).collect(),
+            signals: Vec::new(),
         }
     }
 

@@ -18,7 +18,10 @@ pub mod sys;
 
 use std::ffi::OsString;
 
-pub use contract::{Arch, Fault, GuestThread, InterceptSpec, Rule, Supervisor, Syscall, Verdict};
+pub use contract::{
+    Arch, Fault, GuestThread, InterceptSpec, Regs, Rule, SignalInfo, SignalVerdict, Supervisor,
+    Syscall, Verdict,
+};
 
 /// What to run as the guest's first process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +34,8 @@ pub struct GuestCommand {
     pub env: Vec<OsString>,
     /// The working directory, if it is to change.
     pub cwd: Option<OsString>,
+    /// Lower the soft RLIMIT_NOFILE to this if it is higher (the hard limit stays).
+    pub nofile_soft: Option<u64>,
 }
 
 /// How the guest's first process ended.

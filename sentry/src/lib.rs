@@ -14,7 +14,9 @@ pub mod policy;
 pub mod table;
 pub mod version;
 
-use platform::{Arch, GuestThread, InterceptSpec, Supervisor, Syscall, Verdict};
+use platform::{
+    Arch, GuestThread, InterceptSpec, Regs, SignalInfo, SignalVerdict, Supervisor, Syscall, Verdict,
+};
 
 pub use persona::{Persona, PersonaError};
 pub use table::SyscallTable;
@@ -65,6 +67,19 @@ impl Supervisor for Sentry {
             }
             // Caught but not ours to change: run it as the guest asked.
             _ => Verdict::Forward,
+        }
+    }
+
+    fn signal<G: GuestThread>(
+        &mut self,
+        thread: &mut G,
+        info: &SignalInfo,
+        regs: &mut Regs,
+    ) -> SignalVerdict {
+        if self.persona.kernel.is_some() {
+            handlers::vsyscall::handle(thread, info, regs)
+        } else {
+            SignalVerdict::Deliver
         }
     }
 }

@@ -25,6 +25,9 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("rhel9", include_str!("../personas/rhel9.toml")),
 ];
 
+/// The soft open-file limit legacy personas clamp to by default.
+pub const DEFAULT_NOFILE: u64 = 1024;
+
 /// What `uname` reports under a persona (the other fields stay the host's).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +54,7 @@ struct PersonaFile {
     description: String,
     kernel: Option<toml::Spanned<String>>,
     uname: Option<Uname>,
+    nofile: Option<u64>,
     #[serde(default)]
     syscalls: SyscallOverrides,
 }
@@ -70,6 +74,8 @@ pub struct Persona {
     pub add: Vec<String>,
     /// Calls that do not exist although `kernel` had them.
     pub remove: Vec<String>,
+    /// The soft open-file limit the guest starts with at most (`None`: unchanged).
+    pub nofile: Option<u64>,
 }
 
 /// Why a persona could not be loaded.
@@ -219,7 +225,16 @@ impl Persona {
                 "[syscalls] corrections need a `kernel` version to correct".to_owned(),
             ));
         }
+        // Old rpm/yum close every descriptor up to the soft limit: under a container
+        // engine's limit of ~1e9 that takes hours. Legacy personas start at the RHEL 6/7
+        // default of 1024 unless the file says otherwise (0: leave it alone).
+        let nofile = match file.nofile {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => kernel.map(|_| DEFAULT_NOFILE),
+        };
         Ok(Persona {
+            nofile,
             name: file.name.unwrap_or_else(|| default_name.to_owned()),
             description: file.description,
             kernel,

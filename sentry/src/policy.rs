@@ -82,8 +82,19 @@ impl Policy {
                 }
             }
         }
+        // Every legacy persona emulates the vsyscall page where the host has none; the
+        // platform only looks at SIGSEGVs, which ordinary programs never get.
+        let signals = if persona.kernel.is_some() {
+            vec![libc::SIGSEGV]
+        } else {
+            Vec::new()
+        };
         Policy {
-            spec: InterceptSpec { rules, defaults },
+            spec: InterceptSpec {
+                rules,
+                defaults,
+                signals,
+            },
             dispatch,
         }
     }

@@ -23,7 +23,7 @@ use nix::unistd::{getpgid, getpgrp, tcgetpgrp, Pid};
 
 pub use tracee::{PtraceThread, Stopped, TraceError};
 
-use crate::contract::{Arch, InterceptSpec, Supervisor, Syscall, Verdict};
+use crate::contract::{Arch, InterceptSpec, SignalVerdict, Supervisor, Syscall, Verdict};
 use crate::filter::{self, CatchAction, AUDIT_ARCH_I386, X32_SYSCALL_BIT};
 use crate::sys::spawn::{self, ChildImage, ChildStage};
 use crate::sys::{self, signals};
@@ -57,19 +57,11 @@ pub fn run<S: Supervisor>(
     sup: &mut S,
 ) -> Result<ExitStatus, PlatformError> {
     let prog = filter::compile(spec, CatchAction::Trace);
-    let argv: Vec<&std::ffi::OsStr> = cmd.argv.iter().map(|a| a.as_os_str()).collect();
-    let env: Vec<&std::ffi::OsStr> = cmd.env.iter().map(|a| a.as_os_str()).collect();
-    let image = ChildImage::new(
-        &cmd.program,
-        &argv,
-        &env,
-        cmd.cwd.as_deref(),
-        prog,
-        !sys::has_cap_sys_admin(),
-    )
-    .map_err(|source| PlatformError::Spawn {
-        op: "prepare",
-        source,
+    let image = ChildImage::new(cmd, prog, !sys::has_cap_sys_admin()).map_err(|source| {
+        PlatformError::Spawn {
+            op: "prepare",
+            source,
+        }
     })?;
 
     // Orphaned guest processes come back to us to be reaped.
@@ -111,6 +103,7 @@ pub fn run<S: Supervisor>(
         root,
         threads: HashMap::from([(root, ThreadState::Running)]),
         root_status: None,
+        signals: spec.signals.clone(),
         tty: File::options().read(true).write(true).open("/dev/tty").ok(),
     };
     let result = tracer.run(sup);
@@ -141,6 +134,8 @@ struct Tracer {
     root: Pid,
     threads: HashMap<Pid, ThreadState>,
     root_status: Option<ExitStatus>,
+    /// Signals the supervisor wants to see (from the spec).
+    signals: Vec<i32>,
     tty: Option<File>,
 }
 
@@ -182,10 +177,15 @@ impl Tracer {
                 sup,
             ),
             WaitStatus::Stopped(pid, sig) => {
-                // Signal-delivery-stop: deliver the signal as the kernel would have.
+                // Signal-delivery-stop: deliver the signal as the kernel would have,
+                // unless the supervisor asked to see it first and takes it.
                 trace!("[pid {pid}] signal {sig:?}");
                 self.threads.insert(pid, ThreadState::Running);
-                Stopped::new(pid).cont(Some(sig))
+                let mut stopped = Stopped::new(pid);
+                if self.signals.contains(&(sig as i32)) && self.offer_signal(&mut stopped, sup)? {
+                    return stopped.cont(None);
+                }
+                stopped.cont(Some(sig))
             }
             WaitStatus::PtraceEvent(pid, sig, event) => self.event(pid, sig, event, sup),
             WaitStatus::PtraceSyscall(pid) => Stopped::new(pid).cont(None),
@@ -258,6 +258,29 @@ impl Tracer {
             _ => {
                 mutter(pid, event);
                 stopped.cont(None)
+            }
+        }
+    }
+
+    /// Shows a signal to the supervisor; true if it was suppressed (registers written).
+    fn offer_signal<S: Supervisor>(
+        &mut self,
+        stopped: &mut Stopped,
+        sup: &mut S,
+    ) -> Result<bool, TraceError> {
+        let info = stopped.signal_info()?;
+        let (mut regs, full) = stopped.regs()?;
+        match sup.signal(&mut stopped.guest(), &info, &mut regs) {
+            SignalVerdict::Deliver => Ok(false),
+            SignalVerdict::Suppress => {
+                debug!(
+                    "[pid {}] signal {} at {:#x} handled",
+                    stopped.pid(),
+                    info.signo,
+                    info.addr
+                );
+                stopped.set_regs(&regs, full)?;
+                Ok(true)
             }
         }
     }

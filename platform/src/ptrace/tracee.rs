@@ -8,7 +8,7 @@ use nix::sys::ptrace;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::contract::{Fault, GuestThread};
+use crate::contract::{Fault, GuestThread, Regs, SignalInfo};
 use crate::sys;
 
 /// A ptrace request that failed.
@@ -96,6 +96,42 @@ impl Stopped {
         // orig_rax = -1: the kernel skips the call and leaves rax as we set it.
         poke(ORIG_RAX_OFFSET, -1)?;
         poke(RAX_OFFSET, value)
+    }
+
+    /// The signal this thread is stopped to receive (signal-delivery-stop).
+    pub fn signal_info(&self) -> Result<SignalInfo, TraceError> {
+        let info = check("GETSIGINFO", self.pid, ptrace::getsiginfo(self.pid))?;
+        let (code, addr) = sys::siginfo_code_addr(&info);
+        Ok(SignalInfo {
+            signo: info.si_signo,
+            code,
+            addr,
+        })
+    }
+
+    /// The registers a signal handler works with, plus the full set to write back.
+    pub fn regs(&self) -> Result<(Regs, libc::user_regs_struct), TraceError> {
+        let r = check("GETREGS", self.pid, ptrace::getregs(self.pid))?;
+        let regs = Regs {
+            ip: r.rip,
+            sp: r.rsp,
+            ret: r.rax,
+            args: [r.rdi, r.rsi, r.rdx, r.rcx, r.r8, r.r9],
+        };
+        Ok((regs, r))
+    }
+
+    /// Writes `regs` back over `full` (as read by [`Stopped::regs`]).
+    pub fn set_regs(
+        &mut self,
+        regs: &Regs,
+        mut full: libc::user_regs_struct,
+    ) -> Result<(), TraceError> {
+        full.rip = regs.ip;
+        full.rsp = regs.sp;
+        full.rax = regs.ret;
+        [full.rdi, full.rsi, full.rdx, full.rcx, full.r8, full.r9] = regs.args;
+        check("SETREGS", self.pid, ptrace::setregs(self.pid, full))
     }
 
     /// Lends this stopped thread to a handler as a [`GuestThread`].

@@ -74,3 +74,23 @@ pub fn has_cap_sys_admin() -> bool {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .is_some_and(|mask| mask & (1 << CAP_SYS_ADMIN) != 0)
 }
+
+/// `si_code` and `si_addr` of a signal's siginfo (`si_addr` is meaningful for the fault
+/// signals SIGSEGV, SIGBUS, SIGILL, SIGFPE and SIGTRAP; 0 is returned for the others).
+pub fn siginfo_code_addr(info: &libc::siginfo_t) -> (i32, u64) {
+    let faults = [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGTRAP,
+    ];
+    let addr = if faults.contains(&info.si_signo) {
+        // SAFETY: for these signals the kernel fills the `sigfault` member of the union,
+        // whose first field is `si_addr`; the signal number was checked just above.
+        unsafe { info.si_addr() as u64 }
+    } else {
+        0
+    };
+    (info.si_code, addr)
+}

@@ -16,6 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use nix::unistd::Pid;
 
 use crate::filter::Insn;
+use crate::GuestCommand;
 
 /// Where the child failed, sent to the parent over the error pipe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +56,7 @@ pub struct ChildImage {
     envp: Vec<CString>,
     sh_argv: Vec<CString>,
     cwd: Option<CString>,
+    nofile_soft: Option<u64>,
     filter: Vec<Insn>,
     no_new_privs: bool,
 }
@@ -69,35 +71,30 @@ fn cstring(s: &OsStr) -> io::Result<CString> {
 }
 
 impl ChildImage {
-    /// Prepares the exec of `path` with `argv` (argv\[0\] included) and `env` (as
-    /// `KEY=VALUE`), under the seccomp program `filter`.
-    pub fn new(
-        path: &OsStr,
-        argv: &[&OsStr],
-        env: &[&OsStr],
-        cwd: Option<&OsStr>,
-        filter: Vec<Insn>,
-        no_new_privs: bool,
-    ) -> io::Result<Self> {
-        let path = cstring(path)?;
-        let argv = argv
+    /// Prepares the exec of `cmd` under the seccomp program `filter`.
+    pub fn new(cmd: &GuestCommand, filter: Vec<Insn>, no_new_privs: bool) -> io::Result<Self> {
+        let path = cstring(&cmd.program)?;
+        let argv = cmd
+            .argv
             .iter()
             .map(|a| cstring(a))
             .collect::<io::Result<Vec<_>>>()?;
-        let envp = env
+        let envp = cmd
+            .env
             .iter()
             .map(|e| cstring(e))
             .collect::<io::Result<Vec<_>>>()?;
         // execvp's fallback for a file without a #! line: run it with /bin/sh.
         let mut sh_argv = vec![CString::from(c"/bin/sh"), path.clone()];
         sh_argv.extend(argv.iter().skip(1).cloned());
-        let cwd = cwd.map(cstring).transpose()?;
+        let cwd = cmd.cwd.as_deref().map(cstring).transpose()?;
         Ok(ChildImage {
             path,
             argv,
             envp,
             sh_argv,
             cwd,
+            nofile_soft: cmd.nofile_soft,
             filter,
             no_new_privs,
         })
@@ -280,6 +277,14 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
         if let Some(cwd) = &ctx.image.cwd {
             if libc::chdir(cwd.as_ptr()) != 0 {
                 child_fail(ctx, ChildStage::Chdir, errno(), 125);
+            }
+        }
+        if let Some(limit) = ctx.image.nofile_soft {
+            // Lower the soft limit only; the hard limit stays, so the guest may raise it.
+            let mut rl: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur > limit {
+                rl.rlim_cur = limit;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
             }
         }
         if ctx.image.no_new_privs

@@ -2,6 +2,7 @@
 //! one [`Handler`]; the sentry asks the platform to catch exactly those.
 
 pub mod uname;
+pub mod vsyscall;
 
 use platform::Arch;
 

@@ -1,0 +1,107 @@
+//! Legacy kernel behaviours through real guests: the vsyscall page on this host and the
+//! open-file limit. (The vsyscall=none proof runs in a VM: tests/vm_vsyscall.rs.)
+
+mod common;
+
+use common::{compare, fixture, run_cmd, under};
+
+/// The vsyscall page mode of this host, from the `[vsyscall]` line of /proc/self/maps.
+fn vsyscall_mode() -> &'static str {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    match maps.lines().find(|l| l.ends_with("[vsyscall]")) {
+        None => "none",
+        Some(l) if l.contains(" r-xp ") => "emulate",
+        Some(_) => "xonly",
+    }
+}
+
+#[test]
+fn touching_the_vsyscall_page_wrongly_faults_as_natively() {
+    let vt = fixture("vsyscall_touch", &[]);
+    let vt = vt.to_str().expect("utf8 path");
+    for mode in ["read", "middle"] {
+        let (native, _) = compare("rhel6", &[vt, mode]);
+        if vsyscall_mode() != "emulate" {
+            assert_eq!(native.status, 139, "{mode}: a modern kernel faults");
+        }
+    }
+}
+
+#[test]
+fn vsyscall_time_works_where_the_host_provides_the_page() {
+    let vt = fixture("vsyscall_touch", &[]);
+    let vt = vt.to_str().expect("utf8 path");
+    if vsyscall_mode() == "none" {
+        // Here only compatrun can make it work; the VM test covers that on every host.
+        let o = under("rhel6", &[vt, "time"]);
+        assert_eq!(
+            (o.status, o.out()),
+            (0, "time match\n".to_owned()),
+            "{}",
+            o.err()
+        );
+    } else {
+        let (native, _) = compare("rhel6", &[vt, "time"]);
+        assert_eq!(native.out(), "time match\n");
+    }
+}
+
+/// Runs `compatrun ARGS -- grep 'open files' /proc/self/limits` with the soft limit first
+/// raised to the hard limit; returns (soft, hard) as the guest sees them.
+fn guest_nofile(args: &str) -> (String, String) {
+    let bin = common::compatrun_bin();
+    let script = format!(
+        "ulimit -Sn \"$(ulimit -Hn)\" && exec {} {args} -- grep 'open files' /proc/self/limits",
+        bin.display()
+    );
+    let o = run_cmd(
+        {
+            let mut c = std::process::Command::new("bash");
+            c.args(["-c", &script]);
+            c
+        },
+        None,
+    );
+    assert_eq!(o.status, 0, "{}", o.err());
+    let fields: Vec<String> = o.out().split_whitespace().map(str::to_owned).collect();
+    (fields[3].clone(), fields[4].clone())
+}
+
+#[test]
+fn legacy_personas_clamp_the_soft_open_file_limit_only() {
+    let hard = {
+        let o = common::native(&["bash", "-c", "ulimit -Hn"]);
+        o.out().trim().to_owned()
+    };
+    if hard.parse::<u64>().map_or(true, |h| h <= 1024) {
+        common::skip(
+            "legacy_personas_clamp_the_soft_open_file_limit_only",
+            &format!(
+                "the hard open-file limit here ({hard}) is not above 1024, so no clamp can show"
+            ),
+        );
+        return;
+    }
+    assert_eq!(guest_nofile("-k rhel6"), ("1024".to_owned(), hard.clone()));
+    assert_eq!(
+        guest_nofile("-k 2.6 --nofile 2048"),
+        ("2048".to_owned(), hard.clone())
+    );
+    assert_eq!(
+        guest_nofile("-k rhel6 --nofile 0"),
+        (hard.clone(), hard.clone())
+    );
+    assert_eq!(guest_nofile("-k host"), (hard.clone(), hard.clone()));
+    // The guest may raise its soft limit back up to the hard limit itself (under 5.14,
+    // whose prlimit64 today's bash needs for `ulimit`).
+    let script = format!("ulimit -Sn {hard} && grep 'open files' /proc/self/limits");
+    let o = under("5.14", &["bash", "-c", &script]);
+    assert_eq!(o.status, 0, "{}", o.err());
+    let fields: Vec<&str> = o
+        .stdout
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty())
+        .map(|f| std::str::from_utf8(f).unwrap_or(""))
+        .collect();
+    assert_eq!(fields[3], hard, "{}", o.out());
+}
