@@ -105,3 +105,25 @@ fn legacy_personas_clamp_the_soft_open_file_limit_only() {
         .collect();
     assert_eq!(fields[3], hard, "{}", o.out());
 }
+
+#[test]
+fn old_static_binaries_calling_the_vsyscall_page_work_under_every_legacy_persona() {
+    // On a host that emulates the page (xonly/emulate), the kernel runs the filter with
+    // the real call numbers from the page's address: the persona must let them through
+    // even where the call itself is newer (x86_64 getcpu arrived in 3.1).
+    if vsyscall_mode() == "none" {
+        common::skip(
+            "old_static_binaries_calling_the_vsyscall_page_work_under_every_legacy_persona",
+            "this host has vsyscall=none: tests/vm_vsyscall.rs covers that case",
+        );
+        return;
+    }
+    let vs = fixture("vsyscall", &["-static"]);
+    let vs = vs.to_str().expect("utf8 path");
+    for persona in ["2.6", "rhel6", "3.10", "rhel9"] {
+        let o = under(persona, &[vs, "all"]);
+        assert_eq!(o.status, 0, "{persona}: {}{}", o.out(), o.err());
+        let matches = o.out().lines().filter(|l| l.ends_with(" match")).count();
+        assert_eq!(matches, 3, "{persona}: {}", o.out());
+    }
+}

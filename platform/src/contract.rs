@@ -66,6 +66,10 @@ pub struct InterceptSpec {
     /// Signals the supervisor wants to see before they are delivered (e.g. SIGSEGV for
     /// the vsyscall page). Others are delivered without asking.
     pub signals: Vec<i32>,
+    /// x86_64 numbers allowed, whatever their rule, when made from this instruction
+    /// address: the kernel's own vsyscall-page emulation runs the filter with the real
+    /// number and the page's address (a 2.6-era `getcpu` came only from there).
+    pub allow_from_ip: Vec<(u32, u64)>,
 }
 
 impl InterceptSpec {
@@ -75,6 +79,7 @@ impl InterceptSpec {
             rules: Vec::new(),
             defaults: Arch::ALL.iter().map(|&a| (a, Rule::Allow)).collect(),
             signals: Vec::new(),
+            allow_from_ip: Vec::new(),
         }
     }
 

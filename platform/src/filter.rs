@@ -36,6 +36,7 @@ pub const RET_ALLOW: u32 = 0x7fff_0000;
 
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
+const OFF_IP: u32 = 8;
 
 // BPF opcodes (linux/bpf_common.h).
 const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
@@ -161,6 +162,9 @@ fn emit_tree(ranges: &[(u32, u32)], out: &mut Vec<Insn>) {
 /// split x32 numbers off by their bit; then one range search per ABI.
 pub fn compile(spec: &InterceptSpec, catch: CatchAction) -> Vec<Insn> {
     let mut x86_64 = vec![stmt(BPF_LD_W_ABS, OFF_NR)];
+    for &(nr, ip) in &spec.allow_from_ip {
+        push_ip_exception(&mut x86_64, nr, ip);
+    }
     let mut x64_tree = Vec::new();
     emit_tree(&ranges(spec, Arch::X86_64, catch), &mut x64_tree);
     // jset X32 bit: skip over the x86_64 tree to the x32 block.
@@ -187,6 +191,23 @@ pub fn compile(spec: &InterceptSpec, catch: CatchAction) -> Vec<Insn> {
     prog
 }
 
+/// Pushes "x86_64 call `nr` made from instruction address `ip`: allow". Only calls
+/// numbered `nr` read the instruction pointer, so every other number stays cacheable.
+/// Expects the number in the accumulator and leaves it there.
+fn push_ip_exception(out: &mut Vec<Insn>, nr: u32, ip: u64) {
+    #[allow(clippy::cast_possible_truncation)] // the two halves of a 64-bit address
+    let (lo, hi) = (ip as u32, (ip >> 32) as u32);
+    out.extend([
+        jump(BPF_JMP_JEQ_K, nr, 0, 6),
+        stmt(BPF_LD_W_ABS, OFF_IP),
+        jump(BPF_JMP_JEQ_K, lo, 0, 3),
+        stmt(BPF_LD_W_ABS, OFF_IP + 4),
+        jump(BPF_JMP_JEQ_K, hi, 0, 1),
+        stmt(BPF_RET_K, RET_ALLOW),
+        stmt(BPF_LD_W_ABS, OFF_NR),
+    ]);
+}
+
 /// Pushes "if cond jump over `then_len` instructions that follow, to what comes after".
 /// The taken branch skips the next `then_len` instructions.
 fn push_branch(out: &mut Vec<Insn>, code: u16, k: u32, then_len: usize) {
@@ -206,7 +227,7 @@ fn push_branch(out: &mut Vec<Insn>, code: u16, k: u32, then_len: usize) {
 /// [`compile`] emits, used by tests and by `compatrun personas --explain`.
 ///
 /// Returns `None` for a malformed program (a jump out of range, an unknown opcode).
-pub fn evaluate(prog: &[Insn], arch: u32, nr: u32) -> Option<u32> {
+pub fn evaluate(prog: &[Insn], arch: u32, nr: u32, ip: u64) -> Option<u32> {
     let mut acc: u32 = 0;
     let mut pc: usize = 0;
     loop {
@@ -217,6 +238,10 @@ pub fn evaluate(prog: &[Insn], arch: u32, nr: u32) -> Option<u32> {
                 acc = match insn.k {
                     OFF_NR => nr,
                     OFF_ARCH => arch,
+                    #[allow(clippy::cast_possible_truncation)]
+                    OFF_IP => ip as u32,
+                    #[allow(clippy::cast_possible_truncation)]
+                    k if k == OFF_IP + 4 => (ip >> 32) as u32,
                     _ => return None,
                 }
             }
@@ -245,6 +270,7 @@ mod tests {
             rules,
             defaults: Arch::ALL.iter().map(|&a| (a, default)).collect(),
             signals: Vec::new(),
+            allow_from_ip: Vec::new(),
         }
     }
 
@@ -259,18 +285,18 @@ mod tests {
             .chain([u32::MAX, u32::MAX - 1, 0x3fff_ffff])
             .collect();
         for nr in probes {
-            let got64 = evaluate(&prog, AUDIT_ARCH_X86_64, nr & !X32_SYSCALL_BIT);
+            let got64 = evaluate(&prog, AUDIT_ARCH_X86_64, nr & !X32_SYSCALL_BIT, 0);
             assert_eq!(
                 got64,
                 Some(expected(spec, Arch::X86_64, nr & !X32_SYSCALL_BIT, catch))
             );
-            let got32 = evaluate(&prog, AUDIT_ARCH_I386, nr);
+            let got32 = evaluate(&prog, AUDIT_ARCH_I386, nr, 0);
             assert_eq!(
                 got32,
                 Some(expected(spec, Arch::I386, nr, catch)),
                 "i386 nr {nr}"
             );
-            let gotx32 = evaluate(&prog, AUDIT_ARCH_X86_64, nr | X32_SYSCALL_BIT);
+            let gotx32 = evaluate(&prog, AUDIT_ARCH_X86_64, nr | X32_SYSCALL_BIT, 0);
             let base = nr & !X32_SYSCALL_BIT;
             assert_eq!(
                 gotx32,
@@ -278,7 +304,7 @@ mod tests {
                 "x32 nr {nr}"
             );
         }
-        assert_eq!(evaluate(&prog, 0xdead_beef, 1), Some(RET_KILL_PROCESS));
+        assert_eq!(evaluate(&prog, 0xdead_beef, 1, 0), Some(RET_KILL_PROCESS));
     }
 
     #[test]
@@ -310,6 +336,20 @@ mod tests {
             .flat_map(|n| Arch::ALL.map(|a| (a, n, Rule::Catch)))
             .collect();
         check_all(&spec_with(rules, Rule::Errno(1)), CatchAction::Trace);
+    }
+
+    #[test]
+    fn a_call_from_its_allowed_address_passes_and_only_there() {
+        let mut spec = spec_with(vec![(Arch::X86_64, 309, Rule::Errno(38))], Rule::Allow);
+        spec.allow_from_ip.push((309, 0xffff_ffff_ff60_0800));
+        let prog = compile(&spec, CatchAction::Trace);
+        let run = |nr, ip| evaluate(&prog, AUDIT_ARCH_X86_64, nr, ip);
+        assert_eq!(run(309, 0xffff_ffff_ff60_0800), Some(RET_ALLOW));
+        assert_eq!(run(309, 0x40_1000), Some(RET_ERRNO | 38));
+        assert_eq!(run(309, 0xffff_ffff_ff60_0400), Some(RET_ERRNO | 38));
+        assert_eq!(run(309, 0x0000_0000_ff60_0800), Some(RET_ERRNO | 38));
+        assert_eq!(run(39, 0xffff_ffff_ff60_0800), Some(RET_ALLOW));
+        check_all(&spec, CatchAction::Trace);
     }
 
     #[test]

@@ -89,11 +89,24 @@ impl Policy {
         } else {
             Vec::new()
         };
+        // Where the host emulates the page itself (vsyscall=xonly/emulate), its three
+        // entries arrive at the filter as real calls from the page's address: they worked
+        // in every kernel that had the page, even where the call itself did not exist
+        // yet (x86_64 `getcpu` before 3.1).
+        let mut allow_from_ip = Vec::new();
+        if persona.kernel.is_some() {
+            for (name, ip) in handlers::vsyscall::ENTRIES {
+                if let Some((nr, _)) = table.get(name).and_then(|e| e.x86_64) {
+                    allow_from_ip.push((nr, ip));
+                }
+            }
+        }
         Policy {
             spec: InterceptSpec {
                 rules,
                 defaults,
                 signals,
+                allow_from_ip,
             },
             dispatch,
         }

@@ -170,7 +170,9 @@ pub fn fixture(name: &str, extra: &[&str]) -> PathBuf {
     };
     if !fresh {
         // Build to a temporary name and rename, so parallel tests never see half a file.
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = out.with_extension(format!("tmp{}-{seq}", std::process::id()));
         let status = Command::new("cc")
             .args(["-O1", "-Wall", "-o"])
             .arg(&tmp)
@@ -182,4 +184,63 @@ pub fn fixture(name: &str, extra: &[&str]) -> PathBuf {
         std::fs::rename(&tmp, &out).expect("rename fixture");
     }
     out
+}
+
+/// A string unique to this call (test binary pid, a counter and the clock), to put in
+/// a guest's command line so its processes can be found with `pgrep -f` later.
+pub fn unique_marker(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{tag}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Live processes whose command line contains `marker` (`pgrep -f`), as (pid, command
+/// line). Zombies are left out: a dead process waiting for init to reap it runs nothing.
+pub fn pgrep(marker: &str) -> Vec<(i32, String)> {
+    let out = Command::new("pgrep")
+        .args(["-a", "-f", "--", marker])
+        .output()
+        .expect("run pgrep (install procps)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (pid, cmd) = l.split_once(' ').unwrap_or((l, ""));
+            let pid: i32 = pid.parse().ok()?;
+            if u32::try_from(pid).ok() == Some(std::process::id()) {
+                return None; // pgrep itself is not listed; neither is this test
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            (state != 'Z' && state != 'X').then(|| (pid, cmd.to_string()))
+        })
+        .collect()
+}
+
+/// Asserts that no live process with `marker` in its command line remains, waiting up
+/// to 30 s for stragglers to die (a guard against slow machines, not a measurement).
+/// Whatever still runs after that is killed (SIGKILL by pid) before the test fails.
+pub fn assert_none_left(marker: &str) {
+    let start = Instant::now();
+    loop {
+        let left = pgrep(marker);
+        if left.is_empty() {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            for (pid, _) in &left {
+                // SAFETY: kill(2) with a pid we just found and a constant signal.
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+            panic!("processes left behind (now killed): {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -21,6 +21,13 @@ const GETTIMEOFDAY: u64 = BASE;
 const TIME: u64 = BASE + 0x400;
 const GETCPU: u64 = BASE + 0x800;
 
+/// The page's entries: the system call each stands for, and its address.
+pub const ENTRIES: [(&str, u64); 3] = [
+    ("gettimeofday", GETTIMEOFDAY),
+    ("time", TIME),
+    ("getcpu", GETCPU),
+];
+
 /// Where a thread last ran, from `/proc/TID/stat` (field 39, `processor`), and its NUMA
 /// node (from sysfs; 0 when the machine has no NUMA information).
 fn cpu_and_node(tid: i32) -> Option<(u32, u32)> {
