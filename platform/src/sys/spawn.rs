@@ -247,6 +247,9 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
     unsafe {
         libc::close(ctx.go_w);
         libc::close(ctx.err_r);
+        // The Rust runtime ignores SIGPIPE in compatrun itself; the guest must start with
+        // the default, as it would from a shell (std's Command does the same).
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         // If the parent dies before seizing us, die too rather than run unsupervised.
         libc::prctl(
             libc::PR_SET_PDEATHSIG,
