@@ -19,7 +19,7 @@ use nix::errno::Errno;
 use nix::sys::ptrace::{self as nixptrace, Event, Options};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{getpgid, getpgrp, tcgetpgrp, Pid};
+use nix::unistd::{getpgid, getpgrp, Pid};
 
 pub use tracee::{PtraceThread, Stopped, TraceError};
 
@@ -248,7 +248,7 @@ impl Tracer {
                         trace!("[pid {pid}] group-stop {sig:?}");
                         stopped.listen()?;
                         if pid == self.root {
-                            self.mirror_stop();
+                            self.mirror_stop(sig);
                         }
                         Ok(())
                     }
@@ -310,23 +310,39 @@ impl Tracer {
         stopped.cont(None)
     }
 
-    /// The first process stopped (Ctrl-Z, SIGSTOP): if we are a job in a terminal's
-    /// foreground, stop ourselves too so the shell that started us sees the stop, and on
-    /// `fg`/`bg` pass the SIGCONT on.
-    fn mirror_stop(&self) {
-        let Some(tty) = &self.tty else { return };
-        let me = getpgrp();
-        if tcgetpgrp(tty).ok() != Some(me) {
+    /// The first process stopped (Ctrl-Z, SIGSTOP, SIGTTIN...): if we run in a terminal
+    /// session (a job of a job-control shell), stop ourselves with the same signal so the
+    /// shell sees the job stopped the same way, and on `fg`/`bg` pass the SIGCONT on.
+    fn mirror_stop(&self, sig: Signal) {
+        // Only job-control stops: their SIGCONT always goes to the whole job (fg/bg), so
+        // it reaches us too. A SIGSTOP from outside may be undone by a SIGCONT sent to the
+        // guest alone, which a stopped compatrun would never see: the guest would hang.
+        if sig == Signal::SIGSTOP {
             return;
         }
-        debug!("[pid {}] stopped; stopping compatrun as its job", self.root);
-        let _ = kill(nix::unistd::getpid(), Signal::SIGSTOP);
+        let Some(tty) = &self.tty else { return };
+        let Ok(session) = nix::unistd::getsid(None) else {
+            return;
+        };
+        if tcgetsid(tty) != Some(session) {
+            return;
+        }
+        debug!(
+            "[pid {}] stopped by {sig:?}; stopping compatrun as its job",
+            self.root
+        );
+        signals::stop_self(sig);
         // Continued: the shell's SIGCONT went to our process group; pass it on if the
         // guest has left that group.
-        if getpgid(Some(self.root)).ok() != Some(me) {
+        if getpgid(Some(self.root)).ok() != Some(getpgrp()) {
             let _ = kill(self.root, Signal::SIGCONT);
         }
     }
+}
+
+/// The session a terminal belongs to (`tcgetsid`).
+fn tcgetsid(tty: &File) -> Option<Pid> {
+    nix::sys::termios::tcgetsid(tty).ok()
 }
 
 /// Unexpected ptrace events are logged at debug level only: a guest can cause them.

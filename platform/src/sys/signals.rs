@@ -113,3 +113,22 @@ pub fn clear_target() {
     TARGET_PIDFD.store(-1, Ordering::Release);
     TARGET_PID.store(-1, Ordering::Relaxed);
 }
+
+/// Stops compatrun itself with the stop signal `sig` (default action, whatever handler is
+/// installed), returning once continued; the forwarding handler is back in place after.
+pub fn stop_self(sig: Signal) {
+    let signo = sig as i32;
+    // SAFETY: sigaction reads and writes only the two structs on this stack frame; raise
+    // delivers `signo` to this thread; the previous action is restored unchanged.
+    unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut dfl.sa_mask);
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(signo, &dfl, &mut old) != 0 {
+            return;
+        }
+        libc::raise(signo);
+        libc::sigaction(signo, &old, std::ptr::null_mut());
+    }
+}
