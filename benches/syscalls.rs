@@ -1,1 +1,265 @@
-fn main() {}
+//! Per-call costs, native and under compatrun (personas `host` and `2.6`).
+//!
+//! A small C guest (`benches/guest/bench_guest.c`, built here with `cc -O2` into the
+//! target directory) runs one operation N times and prints the nanoseconds the loop took,
+//! measured inside the guest with `CLOCK_MONOTONIC`. Each criterion sample spawns
+//! `bench_guest OP N` natively or `compatrun --kernel-persona P -- bench_guest OP N` and
+//! reports the guest's own figure, so process and compatrun start-up are not counted.
+//!
+//! Groups (criterion ids `OP/MODE`):
+//! - `getpid`: never caught by any persona (a call the filter lets through).
+//! - `uname`: emulated by the supervisor under `2.6` (a ptrace seccomp stop); native
+//!   under `host`.
+//! - `open-close`: `openat` + `close` of an ordinary file.
+//! - `fork-wait`, `fork-exec-wait` (of `/bin/true`): every new process is auto-attached
+//!   by the tracer, so these pay tracer round trips even when nothing is caught.
+//! - `getrandom`: refused with ENOSYS by the `2.6` filter itself (no stop).
+//! - `uname-placement`: the emulated `uname` under `2.6` with tracer and guest pinned to
+//!   one CPU (`same-cpu`), to two different CPUs (`cross-cpu`), and left to the
+//!   scheduler (`unpinned`).
+//!
+//! Run: `cargo bench --bench syscalls` (about two minutes). A markdown summary of the
+//! ratios to native, all from this one run, is printed at the end.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{record, Mode, MODES};
+use criterion::{BenchmarkGroup, Criterion};
+
+/// The operations of the guest, in the order they are benchmarked.
+const OPS: [&str; 6] = [
+    "getpid",
+    "uname",
+    "open-close",
+    "fork-wait",
+    "fork-exec-wait",
+    "getrandom",
+];
+
+const GUEST_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/guest/bench_guest.c");
+
+/// Everything a benchmark needs to run the guest.
+struct Setup {
+    guest: PathBuf,
+    /// The ordinary file `open-close` opens.
+    file: PathBuf,
+    /// Whether compatrun runs guests on this machine.
+    compatrun: bool,
+    /// Two CPUs this process may use, for the placement benchmarks.
+    cpus: Option<(usize, usize)>,
+}
+
+/// Compiles the guest with `cc -O2` into the target directory (atomically: several
+/// benchmark runs may share one target directory).
+fn build_guest() -> PathBuf {
+    let dir = common::target_dir().join("bench-guest");
+    std::fs::create_dir_all(&dir).expect("create target/bench-guest");
+    let out = dir.join("bench_guest");
+    let tmp = dir.join(format!("bench_guest.{}.tmp", std::process::id()));
+    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&tmp)
+        .arg(GUEST_SOURCE)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cc:?} to build the benchmark guest: {e}"));
+    assert!(status.success(), "building {GUEST_SOURCE} failed: {status}");
+    std::fs::rename(&tmp, &out).expect("move the benchmark guest into place");
+    out
+}
+
+/// The first two CPUs in this process's affinity mask.
+fn two_cpus() -> Option<(usize, usize)> {
+    // SAFETY: cpu_set_t is plain data; all-zero is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: CPU_ISSET only reads `set`; every index is below CPU_SETSIZE.
+    let mut cpus = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
+    Some((cpus.next()?, cpus.next()?))
+}
+
+/// Runs the guest once and returns its loop time and its check word.
+fn run_guest(
+    mode: Mode,
+    prefix: &[String],
+    setup: &Setup,
+    op: &str,
+    iters: u64,
+) -> (Duration, String) {
+    let iters_s = iters.to_string();
+    let guest = setup.guest.as_os_str();
+    let argv = [guest, op.as_ref(), iters_s.as_ref(), setup.file.as_os_str()];
+    let out = mode
+        .command_with_prefix(prefix, &argv)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start the guest ({mode:?}): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "guest {op} {iters} ({mode:?}, prefix {prefix:?}) failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut words = stdout.split_whitespace();
+    let ns: u64 = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("the guest printed no time: {stdout:?}"));
+    let check = words.next().unwrap_or("").to_string();
+    (Duration::from_nanos(ns), check)
+}
+
+/// Confirms each mode measures what it claims: `uname` is emulated only under `2.6`,
+/// `getrandom` is refused only under `2.6`, and every operation runs. Not a timing check.
+fn check_guest(setup: &Setup) {
+    let host_release = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    for mode in modes(setup) {
+        let emulated = mode == Mode::Compatrun("2.6");
+        for op in OPS {
+            let (_, check) = run_guest(mode, &[], setup, op, 1);
+            let expected = match op {
+                "uname" if emulated => "2.6.32",
+                "uname" => host_release.as_str(),
+                "getrandom" if emulated => "ENOSYS",
+                _ => "ok",
+            };
+            assert_eq!(
+                check, expected,
+                "guest {op} under {mode:?} did not do what this benchmark measures"
+            );
+        }
+    }
+}
+
+fn modes(setup: &Setup) -> Vec<Mode> {
+    MODES
+        .into_iter()
+        .filter(|m| setup.compatrun || *m == Mode::Native)
+        .collect()
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(10);
+}
+
+fn bench_ops(c: &mut Criterion, setup: &Setup) {
+    for op in OPS {
+        let mut group = c.benchmark_group(op);
+        configure(&mut group);
+        for mode in modes(setup) {
+            let id = mode.id();
+            group.bench_function(&id, |b| {
+                b.iter_custom(|iters| {
+                    let (d, _) = run_guest(mode, &[], setup, op, iters);
+                    record(op, &id, d, iters);
+                    d
+                });
+            });
+        }
+        group.finish();
+    }
+}
+
+/// The emulated `uname` with the tracer and the guest on the same CPU, on different
+/// CPUs, and wherever the scheduler puts them.
+fn bench_placement(c: &mut Criterion, setup: &Setup) {
+    if !setup.compatrun {
+        return;
+    }
+    let Some((a, b)) = setup.cpus else {
+        eprintln!("fewer than two CPUs available: uname-placement is SKIPPED");
+        return;
+    };
+    let (a, b) = (a.to_string(), b.to_string());
+    let taskset = |cpu: &str| vec!["taskset".to_string(), "-c".to_string(), cpu.to_string()];
+    let mode = Mode::Compatrun("2.6");
+    let group_name = "uname-placement";
+    let mut group = c.benchmark_group(group_name);
+    configure(&mut group);
+    let cases: [(&str, Vec<String>, Vec<String>); 3] = [
+        ("same-cpu", taskset(&a), vec![]),
+        ("cross-cpu", taskset(&a), taskset(&b)),
+        ("unpinned", vec![], vec![]),
+    ];
+    for (id, outer, inner) in cases {
+        group.bench_function(id, |bencher| {
+            bencher.iter_custom(|iters| {
+                let d = if inner.is_empty() {
+                    run_guest(mode, &outer, setup, "uname", iters).0
+                } else {
+                    run_pinned_guest(&outer, &inner, setup, iters)
+                };
+                record(group_name, id, d, iters);
+                d
+            });
+        });
+    }
+    group.finish();
+}
+
+/// `OUTER compatrun -k 2.6 -- INNER guest uname N`: INNER (taskset) moves the guest to
+/// another CPU after compatrun has started it.
+fn run_pinned_guest(outer: &[String], inner: &[String], setup: &Setup, iters: u64) -> Duration {
+    let mut guest: Vec<String> = inner.to_vec();
+    guest.push(setup.guest.to_string_lossy().into_owned());
+    guest.extend(["uname".to_string(), iters.to_string()]);
+    let out = Mode::Compatrun("2.6")
+        .command_with_prefix(outer, &guest)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start the pinned guest: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pinned guest failed: {}", out.status);
+    let ns = stdout
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("the guest printed no time: {stdout:?}"));
+    Duration::from_nanos(ns)
+}
+
+fn ordinary_file(dir: &Path) -> PathBuf {
+    let file = dir.join("ordinary-file.txt");
+    std::fs::write(&file, b"an ordinary file for open-close\n").expect("write the file to open");
+    file
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(10)
+        .configure_from_args();
+    let scratch = common::scratch_dir("syscalls");
+    let setup = Setup {
+        guest: build_guest(),
+        file: ordinary_file(&scratch),
+        compatrun: common::compatrun_works(),
+        cpus: two_cpus(),
+    };
+    check_guest(&setup);
+    bench_ops(&mut c, &setup);
+    bench_placement(&mut c, &setup);
+    c.final_summary();
+    let columns: Vec<String> = modes(&setup).into_iter().map(Mode::id).collect();
+    common::print_summary("syscalls: per call, native vs compatrun", &columns);
+    let placement = ["same-cpu", "cross-cpu", "unpinned"].map(String::from);
+    common::print_summary("emulated uname (2.6) by CPU placement", &placement);
+    let _ = std::fs::remove_dir_all(&scratch);
+}

@@ -8,6 +8,7 @@ PKGS=(
   libc6-dev-i386 gcc-multilib          # i386 C fixtures (32-bit guests must be caught too)
   python3.11 libpython3.11-testsuite   # CPython's own regression tests, run under compatrun
   qemu-system-x86 busybox-static       # tests/vm: a vsyscall=none VM (kernel: target/vm-cache)
+  python3-minimal mawk                 # `python3` and `awk` on PATH: programs.rs, tests/fixtures/ptydrive.py
 )
 
 missing=()
