@@ -18,8 +18,10 @@
 //!   one CPU (`same-cpu`), to two different CPUs (`cross-cpu`), and left to the
 //!   scheduler (`unpinned`).
 //!
-//! Run: `cargo bench --bench syscalls` (about two minutes). A markdown summary of the
-//! ratios to native, all from this one run, is printed at the end.
+//! Run: `cargo bench --bench syscalls` (about 1.5 minutes). At the end, every benchmark
+//! is run again in interleaved rounds (native, host, 2.6, native, ...), so a burst of
+//! load elsewhere on a shared machine hits all modes alike, and a markdown table of the
+//! medians and their ratios to native is printed.
 
 mod common;
 
@@ -28,7 +30,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{record, Mode, MODES};
-use criterion::{BenchmarkGroup, Criterion};
+use criterion::Criterion;
 
 /// The operations of the guest, in the order they are benchmarked.
 const OPS: [&str; 6] = [
@@ -39,6 +41,12 @@ const OPS: [&str; 6] = [
     "fork-exec-wait",
     "getrandom",
 ];
+
+/// Rounds of the interleaved summary, and the length of one run in it.
+const ROUNDS: usize = 7;
+const ROUND_TARGET: Duration = Duration::from_millis(100);
+
+const PLACEMENT: &str = "uname-placement";
 
 const GUEST_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/guest/bench_guest.c");
 
@@ -151,17 +159,9 @@ fn modes(setup: &Setup) -> Vec<Mode> {
         .collect()
 }
 
-fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
-    group
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(10);
-}
-
 fn bench_ops(c: &mut Criterion, setup: &Setup) {
     for op in OPS {
         let mut group = c.benchmark_group(op);
-        configure(&mut group);
         for mode in modes(setup) {
             let id = mode.id();
             group.bench_function(&id, |b| {
@@ -176,6 +176,16 @@ fn bench_ops(c: &mut Criterion, setup: &Setup) {
     }
 }
 
+/// The placements: (id, what runs compatrun, what runs the guest under compatrun).
+fn placements(a: usize, b: usize) -> [(&'static str, Vec<String>, Vec<String>); 3] {
+    let taskset = |cpu: usize| vec!["taskset".to_string(), "-c".to_string(), cpu.to_string()];
+    [
+        ("same-cpu", taskset(a), vec![]),
+        ("cross-cpu", taskset(a), taskset(b)),
+        ("unpinned", vec![], vec![]),
+    ]
+}
+
 /// The emulated `uname` with the tracer and the guest on the same CPU, on different
 /// CPUs, and wherever the scheduler puts them.
 fn bench_placement(c: &mut Criterion, setup: &Setup) {
@@ -183,34 +193,29 @@ fn bench_placement(c: &mut Criterion, setup: &Setup) {
         return;
     }
     let Some((a, b)) = setup.cpus else {
-        eprintln!("fewer than two CPUs available: uname-placement is SKIPPED");
+        eprintln!("fewer than two CPUs available: {PLACEMENT} is SKIPPED");
         return;
     };
-    let (a, b) = (a.to_string(), b.to_string());
-    let taskset = |cpu: &str| vec!["taskset".to_string(), "-c".to_string(), cpu.to_string()];
-    let mode = Mode::Compatrun("2.6");
-    let group_name = "uname-placement";
-    let mut group = c.benchmark_group(group_name);
-    configure(&mut group);
-    let cases: [(&str, Vec<String>, Vec<String>); 3] = [
-        ("same-cpu", taskset(&a), vec![]),
-        ("cross-cpu", taskset(&a), taskset(&b)),
-        ("unpinned", vec![], vec![]),
-    ];
-    for (id, outer, inner) in cases {
+    let mut group = c.benchmark_group(PLACEMENT);
+    for (id, outer, inner) in placements(a, b) {
         group.bench_function(id, |bencher| {
             bencher.iter_custom(|iters| {
-                let d = if inner.is_empty() {
-                    run_guest(mode, &outer, setup, "uname", iters).0
-                } else {
-                    run_pinned_guest(&outer, &inner, setup, iters)
-                };
-                record(group_name, id, d, iters);
+                let d = placed_uname(&outer, &inner, setup, iters);
+                record(PLACEMENT, id, d, iters);
                 d
             });
         });
     }
     group.finish();
+}
+
+/// `uname` N times under `2.6`, compatrun started by `outer`, the guest by `inner`.
+fn placed_uname(outer: &[String], inner: &[String], setup: &Setup, iters: u64) -> Duration {
+    if inner.is_empty() {
+        run_guest(Mode::Compatrun("2.6"), outer, setup, "uname", iters).0
+    } else {
+        run_pinned_guest(outer, inner, setup, iters)
+    }
 }
 
 /// `OUTER compatrun -k 2.6 -- INNER guest uname N`: INNER (taskset) moves the guest to
@@ -232,6 +237,53 @@ fn run_pinned_guest(outer: &[String], inner: &[String], setup: &Setup, iters: u6
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("the guest printed no time: {stdout:?}"));
     Duration::from_nanos(ns)
+}
+
+/// Runs everything criterion just ran again in interleaved rounds and prints the ratios.
+fn summary(setup: &Setup) {
+    let seen = common::groups_seen();
+    let mut cases = Vec::new();
+    for op in OPS.into_iter().filter(|op| seen.iter().any(|g| g == op)) {
+        for mode in modes(setup) {
+            cases.push(common::Case {
+                group: op,
+                id: mode.id(),
+                run: Box::new(move |n| run_guest(mode, &[], setup, op, n).0),
+            });
+        }
+    }
+    let columns: Vec<String> = modes(setup).into_iter().map(Mode::id).collect();
+    let note = format!(
+        "Median time per call over {ROUNDS} interleaved rounds (each round runs every \
+         mode once, each run about {} ms of calls), ratio to the first column.",
+        ROUND_TARGET.as_millis()
+    );
+    let table = common::interleaved_rounds(&cases, ROUNDS, ROUND_TARGET);
+    common::print_table(
+        "syscalls: per call, native vs compatrun",
+        &note,
+        &columns,
+        &table,
+    );
+
+    if let (true, Some((a, b))) = (seen.iter().any(|g| g == PLACEMENT), setup.cpus) {
+        let cases: Vec<common::Case<'_>> = placements(a, b)
+            .into_iter()
+            .map(|(id, outer, inner)| common::Case {
+                group: PLACEMENT,
+                id: id.to_string(),
+                run: Box::new(move |n| placed_uname(&outer, &inner, setup, n)),
+            })
+            .collect();
+        let table = common::interleaved_rounds(&cases, ROUNDS, ROUND_TARGET);
+        let columns = ["same-cpu", "cross-cpu", "unpinned"].map(String::from);
+        common::print_table(
+            "emulated uname (2.6) by CPU placement",
+            &note,
+            &columns,
+            &table,
+        );
+    }
 }
 
 fn ordinary_file(dir: &Path) -> PathBuf {
@@ -257,9 +309,8 @@ fn main() {
     bench_ops(&mut c, &setup);
     bench_placement(&mut c, &setup);
     c.final_summary();
-    let columns: Vec<String> = modes(&setup).into_iter().map(Mode::id).collect();
-    common::print_summary("syscalls: per call, native vs compatrun", &columns);
-    let placement = ["same-cpu", "cross-cpu", "unpinned"].map(String::from);
-    common::print_summary("emulated uname (2.6) by CPU placement", &placement);
+    if common::measuring() {
+        summary(&setup);
+    }
     let _ = std::fs::remove_dir_all(&scratch);
 }

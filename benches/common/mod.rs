@@ -108,8 +108,11 @@ pub fn compatrun_works() -> bool {
     }
 }
 
-/// Per-iteration times seen, by benchmark group and id, for the closing summary.
-static SEEN: Mutex<BTreeMap<(String, String), Vec<f64>>> = Mutex::new(BTreeMap::new());
+/// Times per iteration (ns), by benchmark group and id.
+type Table = BTreeMap<(String, String), Vec<f64>>;
+
+/// Per-iteration times criterion's samples saw (warm-up included), for calibration.
+static SEEN: Mutex<Table> = Mutex::new(BTreeMap::new());
 /// The groups in the order they were first seen (the order of the summary's rows).
 static ORDER: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -118,8 +121,6 @@ pub fn record(group: &str, id: &str, total: Duration, iters: u64) {
     if iters == 0 {
         return;
     }
-    #[allow(clippy::cast_precision_loss)] // iteration counts are far below 2^52
-    let per = total.as_secs_f64() * 1e9 / iters as f64;
     if let Ok(mut order) = ORDER.lock() {
         if !order.iter().any(|g| g == group) {
             order.push(group.to_string());
@@ -128,19 +129,76 @@ pub fn record(group: &str, id: &str, total: Duration, iters: u64) {
     if let Ok(mut seen) = SEEN.lock() {
         seen.entry((group.to_string(), id.to_string()))
             .or_default()
-            .push(per);
+            .push(per_iter_ns(total, iters));
     }
+}
+
+fn per_iter_ns(total: Duration, iters: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)] // iteration counts are far below 2^52
+    let iters = iters as f64;
+    total.as_secs_f64() * 1e9 / iters
 }
 
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// Whether this is a real measuring run (`cargo bench`), not `--test`, `--list` or a
+/// run under `cargo test`.
+pub fn measuring() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench")
+        && !args
+            .iter()
+            .any(|a| a == "--test" || a == "--list" || a.starts_with("--profile-time"))
+}
+
+/// One thing to time in the interleaved rounds: `run(iters)` returns the time `iters`
+/// iterations took.
+pub struct Case<'a> {
+    pub group: &'a str,
+    pub id: String,
+    pub run: Box<dyn Fn(u64) -> Duration + 'a>,
+}
+
+/// Runs every case `rounds` times, round-robin (each round runs every case once, so a
+/// burst of load elsewhere on a shared machine hits all of them alike), each run sized to
+/// take about `target` from what criterion saw of it. Returns the times per iteration.
+pub fn interleaved_rounds(cases: &[Case<'_>], rounds: usize, target: Duration) -> Table {
+    let seen = SEEN.lock().map(|s| s.clone()).unwrap_or_default();
+    let iters_for = |case: &Case<'_>| -> u64 {
+        let per = seen
+            .get(&(case.group.to_string(), case.id.clone()))
+            .map_or(f64::NAN, |v| median(v));
+        if per.is_finite() && per > 0.0 {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped
+            let n = (target.as_secs_f64() * 1e9 / per).clamp(1.0, 1e9) as u64;
+            n
+        } else {
+            1
+        }
+    };
+    let iters: Vec<u64> = cases.iter().map(iters_for).collect();
+    let mut table = Table::new();
+    for _ in 0..rounds {
+        for (case, &n) in cases.iter().zip(&iters) {
+            let d = (case.run)(n);
+            table
+                .entry((case.group.to_string(), case.id.clone()))
+                .or_default()
+                .push(per_iter_ns(d, n));
+        }
+    }
+    table
 }
 
 /// Formats nanoseconds for a table cell.
@@ -156,19 +214,20 @@ pub fn human_ns(ns: f64) -> String {
     }
 }
 
-/// Prints a markdown table: one row per group that has any of `columns`, one column per id in `columns` (the first
-/// is the baseline), each cell the median of the per-iteration times recorded for it
-/// (criterion's warm-up samples included), and the ratio to the baseline.
-pub fn print_summary(title: &str, columns: &[String]) {
-    let Ok(seen) = SEEN.lock() else { return };
-    if seen.is_empty() {
+/// Prints a markdown table: one row per group of `table` that has any of `columns`, one
+/// column per id in `columns` (the first is the baseline), each cell the median time per
+/// iteration and its ratio to the baseline's median.
+pub fn print_table(title: &str, note: &str, columns: &[String], table: &Table) {
+    if table.is_empty() {
         return;
     }
-    let groups: Vec<String> = ORDER.lock().map(|o| o.clone()).unwrap_or_default();
-    println!("\n## {title}\n");
-    println!(
-        "Median time per iteration over all samples of this run (ratio to the first column).\n"
-    );
+    let mut groups: Vec<String> = ORDER.lock().map(|o| o.clone()).unwrap_or_default();
+    for (g, _) in table.keys() {
+        if !groups.contains(g) {
+            groups.push(g.clone());
+        }
+    }
+    println!("\n## {title}\n\n{note}\n");
     let mut header = String::from("| benchmark |");
     let mut rule = String::from("|---|");
     for c in columns {
@@ -177,31 +236,27 @@ pub fn print_summary(title: &str, columns: &[String]) {
     }
     println!("{header}\n{rule}");
     for g in &groups {
-        if !columns
-            .iter()
-            .any(|c| seen.contains_key(&(g.clone(), c.clone())))
-        {
+        let cell = |c: &String| table.get(&(g.clone(), c.clone())).map(|v| median(v));
+        if !columns.iter().any(|c| cell(c).is_some()) {
             continue;
         }
-        let base = seen
-            .get(&(g.clone(), columns[0].clone()))
-            .map(|v| median(v));
+        let base = cell(&columns[0]);
         let mut row = format!("| {g} |");
-        for c in columns {
-            match seen.get(&(g.clone(), c.clone())) {
-                Some(v) => {
-                    let m = median(v);
-                    match base {
-                        Some(b) if c != &columns[0] && b > 0.0 => {
-                            row.push_str(&format!(" {} ({:.2}x) |", human_ns(m), m / b));
-                        }
-                        _ => row.push_str(&format!(" {} |", human_ns(m))),
-                    }
+        for (i, c) in columns.iter().enumerate() {
+            match (cell(c), base) {
+                (Some(m), Some(b)) if i > 0 && b > 0.0 => {
+                    row.push_str(&format!(" {} ({:.2}x) |", human_ns(m), m / b));
                 }
-                None => row.push_str(" – |"),
+                (Some(m), _) => row.push_str(&format!(" {} |", human_ns(m))),
+                (None, _) => row.push_str(" – |"),
             }
         }
         println!("{row}");
     }
     println!();
+}
+
+/// Groups criterion ran (in order), for choosing what to run in rounds.
+pub fn groups_seen() -> Vec<String> {
+    ORDER.lock().map(|o| o.clone()).unwrap_or_default()
 }
