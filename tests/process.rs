@@ -606,3 +606,24 @@ fn sigterm_to_compatrun_acts_after_the_first_process_exited() {
     eprintln!("compatrun exited with {status} after SIGTERM ({err})");
     assert_none_left(&marker);
 }
+
+/// Real-time signals (32 and up) are ordinary to the kernel and to glibc, which sends
+/// SIGSETXID (33) to every thread of a multi-threaded process calling setuid/setgid:
+/// delivering, catching and dying by them must match native.
+#[test]
+fn real_time_signals_are_delivered_caught_and_reported() {
+    for persona in ["host", "2.6"] {
+        let (n, _) = compare(persona, &["sh", "-c", "kill -s RTMIN+3 $$"]);
+        assert_eq!(n.status, 128 + libc::SIGRTMIN() + 3);
+        let caught = "import signal, os\n\
+                      signal.signal(signal.SIGRTMIN + 1, lambda s, f: print('caught', s - signal.SIGRTMIN))\n\
+                      os.kill(os.getpid(), signal.SIGRTMIN + 1)\nprint('after')";
+        let (n, _) = compare(persona, &["python3", "-c", caught]);
+        assert_eq!(n.out(), "caught 1\nafter\n");
+    }
+    let setxid = "import threading, os, time\n\
+                  t = threading.Thread(target=time.sleep, args=(0.3,)); t.start()\n\
+                  os.setgid(os.getgid()); os.setuid(os.getuid()); t.join(); print('ok')";
+    let (n, _) = compare("host", &["python3", "-c", setxid]);
+    assert_eq!(n.out(), "ok\n");
+}

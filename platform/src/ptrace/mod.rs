@@ -18,7 +18,7 @@ use log::{debug, trace, warn};
 use nix::errno::Errno;
 use nix::sys::ptrace::{self as nixptrace, Event, Options};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::waitpid;
 use nix::unistd::{getpgid, getpgrp, Pid};
 
 pub use tracee::{PtraceThread, Stopped, TraceError};
@@ -26,7 +26,7 @@ pub use tracee::{PtraceThread, Stopped, TraceError};
 use crate::contract::{Arch, InterceptSpec, SignalVerdict, Supervisor, Syscall, Verdict};
 use crate::filter::{self, CatchAction, AUDIT_ARCH_I386, X32_SYSCALL_BIT};
 use crate::sys::spawn::{self, ChildImage, ChildStage};
-use crate::sys::{self, signals};
+use crate::sys::{self, signals, WaitEvent};
 use crate::{ExitStatus, GuestCommand, PlatformError};
 
 /// The options every tracee carries (inherited by auto-attached children).
@@ -140,17 +140,17 @@ struct Tracer {
 }
 
 /// Stop signals: a PTRACE_EVENT_STOP carrying one of them is a group-stop.
-fn is_stop_signal(sig: Signal) -> bool {
+fn is_stop_signal(sig: i32) -> bool {
     matches!(
         sig,
-        Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
     )
 }
 
 impl Tracer {
     fn run<S: Supervisor>(&mut self, sup: &mut S) -> Result<ExitStatus, PlatformError> {
         loop {
-            let status = match waitpid(None, Some(WaitPidFlag::__WALL)) {
+            let status = match sys::wait_any() {
                 Ok(s) => s,
                 Err(Errno::EINTR) => continue,
                 Err(Errno::ECHILD) => break,
@@ -165,31 +165,25 @@ impl Tracer {
         Ok(self.root_status.unwrap_or(ExitStatus::Exited(125)))
     }
 
-    fn handle<S: Supervisor>(&mut self, status: WaitStatus, sup: &mut S) -> Result<(), TraceError> {
+    fn handle<S: Supervisor>(&mut self, status: WaitEvent, sup: &mut S) -> Result<(), TraceError> {
         match status {
-            WaitStatus::Exited(pid, code) => self.gone(pid, ExitStatus::Exited(code), sup),
-            WaitStatus::Signaled(pid, sig, core) => self.gone(
-                pid,
-                ExitStatus::Signaled {
-                    signal: sig as i32,
-                    core,
-                },
-                sup,
-            ),
-            WaitStatus::Stopped(pid, sig) => {
+            WaitEvent::Exited(pid, code) => self.gone(pid, ExitStatus::Exited(code), sup),
+            WaitEvent::Signaled(pid, signal, core) => {
+                self.gone(pid, ExitStatus::Signaled { signal, core }, sup)
+            }
+            WaitEvent::Stopped(pid, sig) => {
                 // Signal-delivery-stop: deliver the signal as the kernel would have,
                 // unless the supervisor asked to see it first and takes it.
-                trace!("[pid {pid}] signal {sig:?}");
+                trace!("[pid {pid}] signal {sig}");
                 self.threads.insert(pid, ThreadState::Running);
                 let mut stopped = Stopped::new(pid);
-                if self.signals.contains(&(sig as i32)) && self.offer_signal(&mut stopped, sup)? {
-                    return stopped.cont(None);
+                if self.signals.contains(&sig) && self.offer_signal(&mut stopped, sup)? {
+                    return stopped.cont(0);
                 }
-                stopped.cont(Some(sig))
+                stopped.cont(sig)
             }
-            WaitStatus::PtraceEvent(pid, sig, event) => self.event(pid, sig, event, sup),
-            WaitStatus::PtraceSyscall(pid) => Stopped::new(pid).cont(None),
-            WaitStatus::Continued(_) | WaitStatus::StillAlive => Ok(()),
+            WaitEvent::Event(pid, sig, event) => self.event(pid, sig, event, sup),
+            WaitEvent::Other(_) => Ok(()),
         }
     }
 
@@ -212,7 +206,7 @@ impl Tracer {
     fn event<S: Supervisor>(
         &mut self,
         pid: Pid,
-        sig: Signal,
+        sig: i32,
         event: i32,
         sup: &mut S,
     ) -> Result<(), TraceError> {
@@ -229,7 +223,7 @@ impl Tracer {
                     debug!("[pid {pid}] new thread or process {child}");
                     self.threads.entry(child).or_insert(ThreadState::Starting);
                 }
-                stopped.cont(None)
+                stopped.cont(0)
             }
             e if e == Event::PTRACE_EVENT_EXEC as i32 => {
                 if let Ok(former) = stopped.event_msg().map(|m| i32::try_from(m).unwrap_or(0)) {
@@ -239,25 +233,27 @@ impl Tracer {
                     }
                 }
                 debug!("[pid {pid}] exec");
-                stopped.cont(None)
+                stopped.cont(0)
             }
             e if e == Event::PTRACE_EVENT_STOP as i32 => {
                 match self.threads.insert(pid, ThreadState::Running) {
-                    None | Some(ThreadState::Starting) => stopped.cont(None), // attach stop
+                    None | Some(ThreadState::Starting) => stopped.cont(0), // attach stop
                     Some(ThreadState::Running) if is_stop_signal(sig) => {
                         trace!("[pid {pid}] group-stop {sig:?}");
                         stopped.listen()?;
                         if pid == self.root {
-                            self.mirror_stop(sig);
+                            if let Ok(sig) = Signal::try_from(sig) {
+                                self.mirror_stop(sig);
+                            }
                         }
                         Ok(())
                     }
-                    Some(ThreadState::Running) => stopped.cont(None),
+                    Some(ThreadState::Running) => stopped.cont(0),
                 }
             }
             _ => {
                 mutter(pid, event);
-                stopped.cont(None)
+                stopped.cont(0)
             }
         }
     }
@@ -307,7 +303,7 @@ impl Tracer {
         if let Verdict::Return(value) = verdict {
             stopped.skip_with(value)?;
         }
-        stopped.cont(None)
+        stopped.cont(0)
     }
 
     /// The first process stopped (Ctrl-Z, SIGSTOP, SIGTTIN...): if we run in a terminal

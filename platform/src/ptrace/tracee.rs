@@ -5,7 +5,6 @@
 
 use nix::errno::Errno;
 use nix::sys::ptrace;
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::contract::{Fault, GuestThread, Regs, SignalInfo};
@@ -58,9 +57,9 @@ impl Stopped {
         self.pid
     }
 
-    /// Resumes the thread, delivering `sig` if given.
-    pub fn cont(self, sig: Option<Signal>) -> Result<(), TraceError> {
-        check("CONT", self.pid, ptrace::cont(self.pid, sig))
+    /// Resumes the thread, delivering signal number `sig` (0: none).
+    pub fn cont(self, sig: i32) -> Result<(), TraceError> {
+        check("CONT", self.pid, sys::ptrace_cont(self.pid, sig))
     }
 
     /// Leaves a group-stopped thread stopped but wakeable by SIGCONT.

@@ -94,3 +94,63 @@ pub fn siginfo_code_addr(info: &libc::siginfo_t) -> (i32, u64) {
     };
     (info.si_code, addr)
 }
+
+/// One `waitpid` report, with signal numbers kept raw (nix's decoding rejects real-time
+/// signals, 32 and up, which glibc itself sends: SIGSETXID, SIGCANCEL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitEvent {
+    /// Exited with a status.
+    Exited(Pid, i32),
+    /// Killed by a signal (number, core dumped).
+    Signaled(Pid, i32, bool),
+    /// A signal-delivery-stop.
+    Stopped(Pid, i32),
+    /// A ptrace event stop (signal, `PTRACE_EVENT_*`).
+    Event(Pid, i32, i32),
+    /// Continued (only with WCONTINUED, which we do not ask for), or anything else.
+    Other(Pid),
+}
+
+/// `waitpid(-1, &status, __WALL)`, decoded.
+pub fn wait_any() -> nix::Result<WaitEvent> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes one int through the pointer, which points at a local.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+    if pid < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    let p = Pid::from_raw(pid);
+    Ok(if libc::WIFEXITED(status) {
+        WaitEvent::Exited(p, libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        WaitEvent::Signaled(p, libc::WTERMSIG(status), libc::WCOREDUMP(status))
+    } else if libc::WIFSTOPPED(status) {
+        let event = status >> 16;
+        if event == 0 {
+            WaitEvent::Stopped(p, libc::WSTOPSIG(status))
+        } else {
+            WaitEvent::Event(p, libc::WSTOPSIG(status), event)
+        }
+    } else {
+        WaitEvent::Other(p)
+    })
+}
+
+/// `PTRACE_CONT`, delivering signal number `sig` (0 for none), real-time ones included.
+pub fn ptrace_cont(pid: Pid, sig: i32) -> nix::Result<()> {
+    // SAFETY: PTRACE_CONT takes no pointer: addr is ignored and data is the signal
+    // number; the kernel validates both the tracee and the number.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_CONT,
+            pid.as_raw(),
+            std::ptr::null_mut::<libc::c_void>(),
+            sig as usize as *mut libc::c_void,
+        )
+    };
+    if r == -1 {
+        Err(nix::errno::Errno::last())
+    } else {
+        Ok(())
+    }
+}
