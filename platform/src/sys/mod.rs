@@ -138,6 +138,7 @@ pub fn wait_any() -> nix::Result<WaitEvent> {
 
 /// `PTRACE_CONT`, delivering signal number `sig` (0 for none), real-time ones included.
 pub fn ptrace_cont(pid: Pid, sig: i32) -> nix::Result<()> {
+    let data = usize::try_from(sig).map_err(|_| nix::errno::Errno::EINVAL)?;
     // SAFETY: PTRACE_CONT takes no pointer: addr is ignored and data is the signal
     // number; the kernel validates both the tracee and the number.
     let r = unsafe {
@@ -145,7 +146,7 @@ pub fn ptrace_cont(pid: Pid, sig: i32) -> nix::Result<()> {
             libc::PTRACE_CONT,
             pid.as_raw(),
             std::ptr::null_mut::<libc::c_void>(),
-            sig as usize as *mut libc::c_void,
+            data as *mut libc::c_void,
         )
     };
     if r == -1 {
