@@ -198,7 +198,7 @@ impl Tracer {
         sup.exited(pid.as_raw());
         if pid == self.root {
             self.root_status = Some(status);
-            signals::clear_target();
+            signals::root_gone();
         }
         Ok(())
     }

@@ -7,12 +7,14 @@
 //! group; then they are not sent twice. The supervisor itself never stops or dies from
 //! them: a stopped tracer would leave the guest stuck in its next stop.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::sys::signal::Signal;
 
 static TARGET_PIDFD: AtomicI32 = AtomicI32::new(-1);
 static TARGET_PID: AtomicI32 = AtomicI32::new(-1);
+/// Set once the first guest process is gone: compatrun then only waits for what it left.
+static ROOT_GONE: AtomicBool = AtomicBool::new(false);
 
 /// Signals passed on to the guest. SIGCONT is handled by the tracer loop itself.
 pub const FORWARDED: [Signal; 11] = [
@@ -28,6 +30,14 @@ pub const FORWARDED: [Signal; 11] = [
     Signal::SIGTTOU,
     Signal::SIGWINCH,
 ];
+
+/// Signals whose default action ends a process and that a caller sends to stop a job.
+fn ends_compatrun(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGHUP | libc::SIGINT | libc::SIGQUIT | libc::SIGTERM
+    )
+}
 
 /// Signals a terminal driver sends to its whole foreground process group.
 fn terminal_generated(sig: i32) -> bool {
@@ -45,6 +55,17 @@ fn terminal_generated(sig: i32) -> bool {
 extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     let fd = TARGET_PIDFD.load(Ordering::Relaxed);
     if fd < 0 {
+        if ROOT_GONE.load(Ordering::Relaxed) && ends_compatrun(sig) {
+            // Nobody to pass it to, but our caller still sees us running: end now, as
+            // the signal's default action would; PTRACE_O_EXITKILL takes the guest
+            // processes that are left along.
+            // SAFETY: signal(2) and raise(3) are async-signal-safe; after resetting to
+            // the default action, raising `sig` terminates this process.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+            }
+        }
         return;
     }
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers; errno is
@@ -108,7 +129,14 @@ pub fn set_target(pid: i32, pidfd: i32) {
     TARGET_PIDFD.store(pidfd, Ordering::Release);
 }
 
-/// Stops forwarding (the guest's first process is gone).
+/// The guest's first process is gone: stop forwarding; from now on a terminating signal
+/// (SIGHUP, SIGINT, SIGQUIT, SIGTERM) ends compatrun and the guest processes left.
+pub fn root_gone() {
+    ROOT_GONE.store(true, Ordering::Release);
+    clear_target();
+}
+
+/// Stops forwarding.
 pub fn clear_target() {
     TARGET_PIDFD.store(-1, Ordering::Release);
     TARGET_PID.store(-1, Ordering::Relaxed);
