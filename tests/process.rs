@@ -587,7 +587,7 @@ fn sigterm_to_compatrun_acts_after_the_first_process_exited() {
     let marker = common::unique_marker("lateterm");
     let sleep = MarkedSleep::new(&marker);
     let script = r#""$1" 300 >/dev/null 2>&1 & echo "started $$"; exit 0"#;
-    let mut live = Live::spawn(under_cmd("2.6", &["sh", "-c", script, "sh", sleep.path()]));
+    let live = Live::spawn(under_cmd("2.6", &["sh", "-c", script, "sh", sleep.path()]));
     // The first process says who it is (by the time we look, compatrun's only child may
     // already be the orphan).
     let line = live
