@@ -522,9 +522,6 @@ fn ignored_and_blocked_signals_are_inherited() {
 /// Started with SIGPIPE ignored (as by a parent that ignores it and does not restore
 /// it for its children), the guest starts with SIGPIPE ignored, as natively.
 #[test]
-#[ignore = "known gap: the Rust runtime ignores SIGPIPE in compatrun before main, so the \
-            invoker's disposition is lost; compatrun starts every guest with SIGPIPE at \
-            its default (the common case)"]
 fn an_ignored_sigpipe_is_inherited() {
     sigdisp_compare(&[libc::SIGPIPE], &[], "ignored: 13\nblocked:\n");
 }

@@ -160,3 +160,28 @@ pub fn stop_self(sig: Signal) {
         libc::sigaction(signo, &old, std::ptr::null_mut());
     }
 }
+
+/// Whether SIGPIPE was ignored when compatrun was started, recorded before `main` (the
+/// Rust runtime ignores SIGPIPE as it starts, which would hide the caller's choice).
+static SIGPIPE_IGNORED_AT_START: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn record_sigpipe() {
+    // SAFETY: sigaction with a null new action only reads the current disposition into a
+    // local; this runs single-threaded, from the loader's constructors, before main.
+    let ignored = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    };
+    SIGPIPE_IGNORED_AT_START.store(ignored, Ordering::Relaxed);
+}
+
+/// Runs `record_sigpipe` among the program's constructors, before the Rust runtime.
+#[used]
+#[link_section = ".init_array"]
+static RECORD_SIGPIPE: extern "C" fn() = record_sigpipe;
+
+/// Whether the guest should start with SIGPIPE ignored (as compatrun was started).
+pub fn sigpipe_ignored_at_start() -> bool {
+    SIGPIPE_IGNORED_AT_START.load(Ordering::Relaxed)
+}

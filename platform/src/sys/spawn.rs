@@ -57,6 +57,7 @@ pub struct ChildImage {
     sh_argv: Vec<CString>,
     cwd: Option<CString>,
     nofile_soft: Option<u64>,
+    sigpipe_ignored: bool,
     filter: Vec<Insn>,
     no_new_privs: bool,
 }
@@ -95,6 +96,7 @@ impl ChildImage {
             sh_argv,
             cwd,
             nofile_soft: cmd.nofile_soft,
+            sigpipe_ignored: super::signals::sigpipe_ignored_at_start(),
             filter,
             no_new_privs,
         })
@@ -247,9 +249,14 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
     unsafe {
         libc::close(ctx.go_w);
         libc::close(ctx.err_r);
-        // The Rust runtime ignores SIGPIPE in compatrun itself; the guest must start with
-        // the default, as it would from a shell (std's Command does the same).
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // The Rust runtime ignores SIGPIPE in compatrun itself; the guest starts with the
+        // disposition compatrun was started with (recorded before the runtime ran).
+        let pipe = if ctx.image.sigpipe_ignored {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
+        libc::signal(libc::SIGPIPE, pipe);
         // If the parent dies before seizing us, die too rather than run unsupervised.
         libc::prctl(
             libc::PR_SET_PDEATHSIG,
