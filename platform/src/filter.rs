@@ -100,16 +100,16 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
 /// Maximal runs of numbers sharing one return value: `(first number, value)`, sorted,
 /// the first starting at 0 and each running up to the next one's start.
 fn ranges(spec: &InterceptSpec, arch: Arch, catch: CatchAction) -> Vec<(u32, u32)> {
-    let default = ret_value(spec.default_for(arch), arch, catch);
-    let mut named: Vec<u32> = spec
-        .rules
-        .iter()
-        .filter(|(a, _, _)| *a == arch)
-        .map(|(_, n, _)| *n)
-        .collect();
-    named.sort_unstable();
-    named.dedup();
-    let mut out: Vec<(u32, u32)> = vec![(0, default)];
+    let default_rule = spec.default_for(arch);
+    // One pass over the rules, later ones winning, as `InterceptSpec::rule_for` says.
+    let mut named: std::collections::BTreeMap<u32, Rule> = std::collections::BTreeMap::new();
+    for &(a, n, r) in &spec.rules {
+        if a == arch {
+            named.insert(n, r);
+        }
+    }
+    let value_of = |n: u32| ret_value(*named.get(&n).unwrap_or(&default_rule), arch, catch);
+    let mut out: Vec<(u32, u32)> = vec![(0, ret_value(default_rule, arch, catch))];
     let mut push = |start: u32, value: u32| {
         if out.last().is_some_and(|&(_, v)| v == value) {
             return;
@@ -122,11 +122,11 @@ fn ranges(spec: &InterceptSpec, arch: Arch, catch: CatchAction) -> Vec<(u32, u32
         }
         out.push((start, value));
     };
-    for n in named {
-        push(n, ret_value(spec.rule_for(arch, n), arch, catch));
+    for &n in named.keys() {
+        push(n, value_of(n));
         if let Some(next) = n.checked_add(1) {
             // The default resumes after n unless n+1 is named too (it then overrides).
-            push(next, ret_value(spec.rule_for(arch, next), arch, catch));
+            push(next, value_of(next));
         }
     }
     out
