@@ -32,6 +32,12 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub nofile: Option<u64>,
 
+    /// Run the guest in its own pid namespace with its own /proc, where compatrun is
+    /// invisible: `auto` (default) does when compatrun may (root), `on` insists, `off`
+    /// keeps the host's pids (the guest then sees compatrun as its parent).
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = PidNs::Auto)]
+    pub pid_ns: PidNs,
+
     /// compatrun's own log level (messages go to stderr, prefixed "compatrun:").
     #[arg(long, value_name = "LEVEL", default_value = "warn")]
     pub log: log::LevelFilter,
@@ -79,6 +85,34 @@ impl PlatformChoice {
         let spec = sentry.intercept_spec().clone();
         match self {
             PlatformChoice::Ptrace => platform::ptrace::run(command, &spec, &mut sentry),
+        }
+    }
+}
+
+/// When to give the guest its own pid namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PidNs {
+    /// When compatrun holds CAP_SYS_ADMIN (creating one needs it).
+    Auto,
+    /// Always (fails without CAP_SYS_ADMIN).
+    On,
+    /// Never.
+    Off,
+}
+
+impl PidNs {
+    /// Whether this run uses a pid namespace; logs the reason at info level.
+    pub fn enabled(self) -> bool {
+        match self {
+            PidNs::On => true,
+            PidNs::Off => false,
+            PidNs::Auto => {
+                let able = platform::sys::has_cap_sys_admin();
+                if !able {
+                    log::info!("no pid namespace: creating one needs CAP_SYS_ADMIN (--pid-ns on to insist)");
+                }
+                able
+            }
         }
     }
 }

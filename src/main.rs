@@ -91,7 +91,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => persona.nofile,
     };
     report_nofile(nofile_soft);
+    let pid_ns = cli.pid_ns.enabled();
     let sentry = Sentry::new(persona, &table);
+    let synthetic_files = if pid_ns {
+        sentry.synthetic_files()
+    } else {
+        if sentry.persona().uname.is_some() {
+            log::info!("no pid and mount namespace: /proc/version and /proc/sys/kernel show the host kernel");
+        }
+        Vec::new()
+    };
     let env: Vec<OsString> = std::env::vars_os()
         .map(|(k, v)| {
             let mut kv = k;
@@ -110,6 +119,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         env,
         cwd: None,
         nofile_soft,
+        pid_ns,
+        synthetic_files,
     };
     let status = cli.platform.run(&command, sentry)?;
     log::debug!("guest finished: {status:?}");

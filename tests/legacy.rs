@@ -127,3 +127,68 @@ fn old_static_binaries_calling_the_vsyscall_page_work_under_every_legacy_persona
         assert_eq!(matches, 3, "{persona}: {}", o.out());
     }
 }
+
+/// Every place a guest can read its kernel's identity tells one story: uname(2),
+/// /proc/version, /proc/sys/kernel/{osrelease,version}, sysctl(8), Python's platform
+/// module. (/proc needs the guest's own mount namespace, which comes with its pid
+/// namespace: root only.)
+#[test]
+fn one_consistent_persona_everywhere_the_guest_looks() {
+    if !platform::sys::has_cap_sys_admin() {
+        common::skip(
+            "one_consistent_persona_everywhere_the_guest_looks",
+            "the /proc files need a mount namespace, which needs CAP_SYS_ADMIN",
+        );
+        return;
+    }
+    let script = "uname -r; uname -v; cat /proc/sys/kernel/osrelease /proc/sys/kernel/version; \
+                  sysctl -n kernel.osrelease; python3 -c 'import platform, os; \
+                  print(platform.release()); print(os.uname().version)'; cat /proc/version; \
+                  echo nope > /proc/sys/kernel/osrelease 2>/dev/null || echo read-only";
+    let have_sysctl = common::have("sysctl") || std::path::Path::new("/usr/sbin/sysctl").exists();
+    for (persona, release, version) in [
+        ("2.6", "2.6.32", "#1 SMP Thu Dec 3 12:00:00 UTC 2009"),
+        (
+            "rhel6",
+            "2.6.32-754.el6.x86_64",
+            "#1 SMP Tue Jun 19 21:26:04 UTC 2018",
+        ),
+        (
+            "rhel7",
+            "3.10.0-1160.el7.x86_64",
+            "#1 SMP Mon Oct 19 16:18:59 UTC 2020",
+        ),
+    ] {
+        let mut cmd = common::under_cmd(persona, &["sh", "-c", script]);
+        cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
+        let o = run_cmd(cmd, None);
+        assert_eq!(o.status, 0, "{persona}: {}", o.err());
+        let out = o.out();
+        let lines: Vec<&str> = out.lines().collect();
+        let sysctl_line = if have_sysctl { release } else { lines[4] };
+        assert_eq!(
+            lines[..7],
+            [
+                release,
+                version,
+                release,
+                version,
+                sysctl_line,
+                release,
+                version
+            ],
+            "{persona}:\n{out}"
+        );
+        assert!(
+            lines[7].starts_with(&format!("Linux version {release} "))
+                && lines[7].ends_with(version),
+            "{persona}: /proc/version is {:?}",
+            lines[7]
+        );
+        assert_eq!(lines[8], "read-only", "{persona}");
+    }
+    // The host persona changes nothing.
+    let native = std::fs::read_to_string("/proc/version").expect("/proc/version");
+    let o = under("host", &["cat", "/proc/version"]);
+    assert_eq!(o.out(), native);
+}

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use common::{assert_none_left, compare, fixture, native, skip, under, under_cmd};
+use common::{assert_none_left, compare, fixture, native, run_cmd, skip, under, under_cmd};
 
 /// Generous bound for anything awaited (a guard against hangs, never a measurement).
 const WAIT: Duration = Duration::from_secs(60);
@@ -561,17 +561,50 @@ fn killing_compatrun_kills_the_guest() {
     assert_none_left(&marker);
 }
 
-/// The guest kills its parent, compatrun, with SIGKILL: the guest dies too, and so do
-/// its children; nothing is left behind.
+/// Without a pid namespace the guest can see its parent, compatrun, and kill it with
+/// SIGKILL: the guest dies too, and so do its children; nothing is left behind.
 #[test]
 fn a_guest_that_kills_compatrun_dies_with_it() {
     let marker = common::unique_marker("killparent");
     let sleep = MarkedSleep::new(&marker);
     let script = r#""$1" 300 >/dev/null 2>&1 & kill -9 $PPID; exec "$1" 302 >/dev/null 2>&1"#;
     for persona in ["host", "2.6"] {
-        let g = under(persona, &["sh", "-c", script, "sh", sleep.path()]);
+        let cmd = common::under_with(
+            persona,
+            &["--pid-ns", "off"],
+            &["sh", "-c", script, "sh", sleep.path()],
+        );
+        let g = run_cmd(cmd, None);
         assert_eq!(g.status, 137, "persona {persona}: {}", g.err());
         assert_none_left(&marker);
+    }
+}
+
+/// In its own pid namespace the guest cannot see compatrun at all: its parent is the
+/// namespace's init, /proc lists only the namespace, and SIGKILL to pid 1 does nothing.
+#[test]
+fn in_a_pid_namespace_the_guest_cannot_see_or_kill_compatrun() {
+    if !platform::sys::has_cap_sys_admin() {
+        common::skip(
+            "in_a_pid_namespace_the_guest_cannot_see_or_kill_compatrun",
+            "creating a pid namespace needs CAP_SYS_ADMIN, which this test run lacks",
+        );
+        return;
+    }
+    let script = "echo pid=$$ ppid=$PPID; ls /proc | grep -c '^[0-9]'; \
+                  cat /proc/1/comm; kill -9 1; kill -9 $PPID; echo alive";
+    for flags in [&[][..], &["--pid-ns", "on"][..]] {
+        let g = run_cmd(
+            common::under_with("2.6", flags, &["sh", "-c", script]),
+            None,
+        );
+        // Processes: init, sh, ls, grep (the count runs while ls and grep exist).
+        assert_eq!(
+            (g.status, g.out()),
+            (0, "pid=2 ppid=1\n4\ncompatrun-init\nalive\n".to_owned()),
+            "{flags:?}: {}",
+            g.err()
+        );
     }
 }
 
@@ -584,7 +617,13 @@ fn sigterm_to_compatrun_acts_after_the_first_process_exited() {
     let marker = common::unique_marker("lateterm");
     let sleep = MarkedSleep::new(&marker);
     let script = r#""$1" 300 >/dev/null 2>&1 & echo "started $$"; exit 0"#;
-    let live = Live::spawn(under_cmd("2.6", &["sh", "-c", script, "sh", sleep.path()]));
+    // Host pids, so the test can watch the first process from outside.
+    let cmd = common::under_with(
+        "2.6",
+        &["--pid-ns", "off"],
+        &["sh", "-c", script, "sh", sleep.path()],
+    );
+    let live = Live::spawn(cmd);
     // The first process says who it is (by the time we look, compatrun's only child may
     // already be the orphan).
     let line = live

@@ -36,6 +36,12 @@ pub struct GuestCommand {
     pub cwd: Option<OsString>,
     /// Lower the soft RLIMIT_NOFILE to this if it is higher (the hard limit stays).
     pub nofile_soft: Option<u64>,
+    /// Run the guest in its own pid namespace (with its own /proc), where the supervisor
+    /// is invisible; needs CAP_SYS_ADMIN.
+    pub pid_ns: bool,
+    /// Files the guest sees with these contents instead of the host's (read-only bind
+    /// mounts in the guest's mount namespace; only with `pid_ns`). Targets must exist.
+    pub synthetic_files: Vec<(OsString, Vec<u8>)>,
 }
 
 /// How the guest's first process ended.

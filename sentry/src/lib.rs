@@ -48,6 +48,16 @@ impl Sentry {
         &self.spec
     }
 
+    /// Files the guest should see instead of the host's (the persona's identity in
+    /// /proc); empty for a persona that keeps the host's identity.
+    pub fn synthetic_files(&self) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+        self.persona
+            .uname
+            .as_ref()
+            .map(handlers::procfs::files)
+            .unwrap_or_default()
+    }
+
     /// The persona in force.
     pub fn persona(&self) -> &Persona {
         &self.persona

@@ -36,6 +36,9 @@ pub struct Uname {
     pub release: String,
     /// `uname -v`, e.g. `#1 SMP Tue Jun 19 21:26:04 UTC 2018`.
     pub version: String,
+    /// The whole line of `/proc/version` (builder and compiler included); when absent,
+    /// one is made from `release` and `version`.
+    pub proc_version: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -117,6 +117,17 @@ pub fn under_cmd<S: AsRef<OsStr>>(persona: &str, argv: &[S]) -> Command {
     cmd
 }
 
+/// `compatrun --kernel-persona PERSONA FLAGS... -- argv...`.
+pub fn under_with<S: AsRef<OsStr>>(persona: &str, flags: &[&str], argv: &[S]) -> Command {
+    let mut cmd = Command::new(compatrun_bin());
+    cmd.arg("--kernel-persona")
+        .arg(persona)
+        .args(flags)
+        .arg("--");
+    cmd.args(argv);
+    cmd
+}
+
 /// Runs `argv` under compatrun with `persona`.
 pub fn under<S: AsRef<OsStr>>(persona: &str, argv: &[S]) -> Outcome {
     run_cmd(under_cmd(persona, argv), None)

@@ -74,6 +74,15 @@ pub fn run<S: Supervisor>(
         source: e.into(),
     })?;
 
+    if cmd.pid_ns {
+        // Our next child is pid 1 of a new pid namespace (we stay outside it).
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).map_err(|e| {
+            PlatformError::Spawn {
+                op: "create a pid namespace",
+                source: e.into(),
+            }
+        })?;
+    }
     let mut child =
         spawn::spawn(&image).map_err(|source| PlatformError::Spawn { op: "fork", source })?;
     let root = child.pid;
@@ -89,26 +98,25 @@ pub fn run<S: Supervisor>(
         op: "set non-dumpable",
         source: e.into(),
     })?;
-    let pidfd = sys::pidfd_open(root).map_err(|source| PlatformError::Spawn {
-        op: "pidfd_open",
-        source,
-    })?;
-    signals::set_target(root.as_raw(), pidfd.as_raw_fd());
-    child.release().map_err(|source| PlatformError::Spawn {
-        op: "release the guest",
-        source,
-    })?;
-
     let mut tracer = Tracer {
         root,
+        guest: None,
+        guest_pidfd: None,
         threads: HashMap::from([(root, ThreadState::Running)]),
         root_status: None,
         signals: spec.signals.clone(),
         tty: File::options().read(true).write(true).open("/dev/tty").ok(),
     };
+    if !cmd.pid_ns {
+        tracer.adopt_guest(root)?;
+    }
+    child.release().map_err(|source| PlatformError::Spawn {
+        op: "release the guest",
+        source,
+    })?;
     let result = tracer.run(sup);
     signals::clear_target();
-    drop(pidfd);
+    drop(tracer);
     let status = result?;
     if let Some(fail) = child.failure() {
         let program = cmd.program.to_string_lossy().into_owned();
@@ -125,13 +133,22 @@ pub fn run<S: Supervisor>(
                 op: "handshake",
                 source,
             },
+            ChildStage::Isolate => PlatformError::Spawn {
+                op: "set up the pid namespace (mount namespace, /proc)",
+                source,
+            },
         });
     }
     Ok(status)
 }
 
 struct Tracer {
+    /// Our child: the guest's first process, or the init of its pid namespace.
     root: Pid,
+    /// The guest's first process (the root, or the init's first child), once known: its
+    /// status is the run's, signals aimed at us go to it, its stops are mirrored.
+    guest: Option<Pid>,
+    guest_pidfd: Option<std::os::fd::OwnedFd>,
     threads: HashMap<Pid, ThreadState>,
     root_status: Option<ExitStatus>,
     /// Signals the supervisor wants to see (from the spec).
@@ -196,9 +213,12 @@ impl Tracer {
         debug!("[pid {pid}] gone: {status:?}");
         self.threads.remove(&pid);
         sup.exited(pid.as_raw());
-        if pid == self.root {
+        if Some(pid) == self.guest {
             self.root_status = Some(status);
             signals::root_gone();
+        } else if pid == self.root && self.root_status.is_none() {
+            // The namespace's init ended before its first child was seen.
+            self.root_status = Some(status);
         }
         Ok(())
     }
@@ -222,6 +242,10 @@ impl Tracer {
                     let child = Pid::from_raw(child);
                     debug!("[pid {pid}] new thread or process {child}");
                     self.threads.entry(child).or_insert(ThreadState::Starting);
+                    if pid == self.root && self.guest.is_none() {
+                        self.adopt_guest(child)
+                            .map_err(|_| TraceError::Gone(child))?;
+                    }
                 }
                 stopped.cont(0)
             }
@@ -241,7 +265,7 @@ impl Tracer {
                     Some(ThreadState::Running) if is_stop_signal(sig) => {
                         trace!("[pid {pid}] group-stop {sig:?}");
                         stopped.listen()?;
-                        if pid == self.root {
+                        if Some(pid) == self.guest {
                             if let Ok(sig) = Signal::try_from(sig) {
                                 self.mirror_stop(sig);
                             }
@@ -256,6 +280,18 @@ impl Tracer {
                 stopped.cont(0)
             }
         }
+    }
+
+    /// Makes `pid` the guest's first process: signals sent to compatrun go to it.
+    fn adopt_guest(&mut self, pid: Pid) -> Result<(), PlatformError> {
+        let pidfd = sys::pidfd_open(pid).map_err(|source| PlatformError::Spawn {
+            op: "pidfd_open",
+            source,
+        })?;
+        signals::set_target(pid.as_raw(), pidfd.as_raw_fd());
+        self.guest = Some(pid);
+        self.guest_pidfd = Some(pidfd);
+        Ok(())
     }
 
     /// Shows a signal to the supervisor; true if it was suppressed (registers written).
@@ -316,22 +352,21 @@ impl Tracer {
         if sig == Signal::SIGSTOP {
             return;
         }
-        let Some(tty) = &self.tty else { return };
+        let (Some(tty), Some(guest)) = (&self.tty, self.guest) else {
+            return;
+        };
         let Ok(session) = nix::unistd::getsid(None) else {
             return;
         };
         if tcgetsid(tty) != Some(session) {
             return;
         }
-        debug!(
-            "[pid {}] stopped by {sig:?}; stopping compatrun as its job",
-            self.root
-        );
+        debug!("[pid {guest}] stopped by {sig:?}; stopping compatrun as its job");
         signals::stop_self(sig);
         // Continued: the shell's SIGCONT went to our process group; pass it on if the
         // guest has left that group.
-        if getpgid(Some(self.root)).ok() != Some(getpgrp()) {
-            let _ = kill(self.root, Signal::SIGCONT);
+        if getpgid(Some(guest)).ok() != Some(getpgrp()) {
+            let _ = kill(guest, Signal::SIGCONT);
         }
     }
 }

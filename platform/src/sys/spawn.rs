@@ -29,6 +29,8 @@ pub enum ChildStage {
     Filter,
     /// Executing the program.
     Exec,
+    /// Setting up the pid namespace's init (mount namespace, /proc, fork).
+    Isolate,
 }
 
 impl ChildStage {
@@ -38,13 +40,20 @@ impl ChildStage {
             ChildStage::Chdir => 2,
             ChildStage::Filter => 3,
             ChildStage::Exec => 4,
+            ChildStage::Isolate => 5,
         }
     }
 
     fn from_code(c: u8) -> Option<Self> {
-        [Self::Handshake, Self::Chdir, Self::Filter, Self::Exec]
-            .into_iter()
-            .find(|s| s.code() == c)
+        [
+            Self::Handshake,
+            Self::Chdir,
+            Self::Filter,
+            Self::Exec,
+            Self::Isolate,
+        ]
+        .into_iter()
+        .find(|s| s.code() == c)
     }
 }
 
@@ -58,6 +67,10 @@ pub struct ChildImage {
     cwd: Option<CString>,
     nofile_soft: Option<u64>,
     sigpipe_ignored: bool,
+    pid_ns: bool,
+    synthetic: Vec<(CString, Vec<u8>)>,
+    /// Per STAGING directory, a file name for each synthetic file.
+    staging: Vec<Vec<CString>>,
     filter: Vec<Insn>,
     no_new_privs: bool,
 }
@@ -97,6 +110,24 @@ impl ChildImage {
             cwd,
             nofile_soft: cmd.nofile_soft,
             sigpipe_ignored: super::signals::sigpipe_ignored_at_start(),
+            pid_ns: cmd.pid_ns,
+            synthetic: cmd
+                .synthetic_files
+                .iter()
+                .map(|(path, data)| Ok((cstring(path)?, data.clone())))
+                .collect::<io::Result<_>>()?,
+            staging: STAGING
+                .iter()
+                .map(|dir| {
+                    (0..cmd.synthetic_files.len())
+                        .map(|i| {
+                            let mut p = dir.to_bytes().to_vec();
+                            p.extend_from_slice(format!("/compatrun-{i}").as_bytes());
+                            CString::new(p).unwrap_or_default()
+                        })
+                        .collect()
+                })
+                .collect(),
             filter,
             no_new_privs,
         })
@@ -265,7 +296,9 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
             0u64,
             0u64,
         );
-        if libc::getppid() != ctx.parent {
+        // (As pid 1 of a new pid namespace, our parent is outside it and shows as 0.)
+        let ppid = libc::getppid();
+        if ppid != ctx.parent && !(ctx.image.pid_ns && ppid == 0) {
             libc::_exit(125);
         }
         let mut byte = 0u8;
@@ -284,6 +317,9 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
         // Seized with PTRACE_O_EXITKILL now: that guards us from here on, and the guest
         // should see the parent-death signal it would natively have (none).
         libc::prctl(libc::PR_SET_PDEATHSIG, 0u64, 0u64, 0u64, 0u64);
+        if ctx.image.pid_ns {
+            become_init(ctx); // returns in the guest's first process only
+        }
         if let Some(cwd) = &ctx.image.cwd {
             if libc::chdir(cwd.as_ptr()) != 0 {
                 child_fail(ctx, ChildStage::Chdir, errno(), 125);
@@ -319,4 +355,149 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
         let code = if e == libc::ENOENT { 127 } else { 126 };
         child_fail(ctx, ChildStage::Exec, e, code)
     }
+}
+
+/// In a fresh pid namespace (we are its pid 1): mount a /proc that shows only this
+/// namespace, fork the guest's first process (returns in it) and, here, reap everything
+/// until the namespace is empty, then exit with the first process's status. Holding no
+/// descriptors, so the guest's pipes close when the guest closes them.
+fn become_init(ctx: &ChildCtx<'_>) {
+    // SAFETY: async-signal-safe system calls on constant C strings and on locals; after
+    // fork the parent branch never returns (it ends in _exit).
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            child_fail(ctx, ChildStage::Isolate, errno(), 125);
+        }
+        let none = std::ptr::null::<libc::c_char>();
+        if libc::mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+            || libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ) != 0
+        {
+            child_fail(ctx, ChildStage::Isolate, errno(), 125);
+        }
+        if !mount_synthetic(ctx.image) {
+            child_fail(ctx, ChildStage::Isolate, errno(), 125);
+        }
+        let pid = libc::fork();
+        if pid < 0 {
+            child_fail(ctx, ChildStage::Isolate, errno(), 125);
+        }
+        if pid == 0 {
+            return;
+        }
+        libc::prctl(
+            libc::PR_SET_NAME,
+            c"compatrun-init".as_ptr() as u64,
+            0u64,
+            0u64,
+            0u64,
+        );
+        libc::prctl(libc::PR_SET_DUMPABLE, 0u64, 0u64, 0u64, 0u64);
+        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+            for fd in 0..1024 {
+                libc::close(fd);
+            }
+        }
+        let mut first: libc::c_int = 0;
+        loop {
+            let mut status: libc::c_int = 0;
+            let r = libc::waitpid(-1, &mut status, 0);
+            if r == pid {
+                first = status;
+            } else if r < 0 && errno() != libc::EINTR {
+                break;
+            }
+        }
+        let code = if libc::WIFSIGNALED(first) {
+            128 + libc::WTERMSIG(first)
+        } else {
+            libc::WEXITSTATUS(first)
+        };
+        libc::_exit(code)
+    }
+}
+
+/// Directories that may briefly hold a private tmpfs while synthetic files are made
+/// (inside the guest's own mount namespace; the first that works is used).
+const STAGING: [&std::ffi::CStr; 4] = [c"/tmp", c"/mnt", c"/run", c"/dev"];
+
+/// Puts each `(target, data)` over its target as a read-only file: the files are made on
+/// a tmpfs mounted over a staging directory, bind-mounted onto their targets, and the
+/// tmpfs is detached again (the bind mounts keep the files). A memfd cannot serve: the
+/// kernel refuses bind mounts from its internal mount.
+fn mount_synthetic(image: &ChildImage) -> bool {
+    if image.synthetic.is_empty() {
+        return true;
+    }
+    let none = std::ptr::null::<libc::c_char>();
+    for (dir, names) in STAGING.iter().zip(&image.staging) {
+        // SAFETY: async-signal-safe system calls on NUL-terminated paths prepared before
+        // fork and on live buffers; everything happens in our private mount namespace.
+        unsafe {
+            if libc::mount(
+                c"tmpfs".as_ptr(),
+                dir.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ) != 0
+            {
+                continue;
+            }
+            let mut ok = true;
+            for ((target, data), name) in image.synthetic.iter().zip(names) {
+                let fd = libc::open(
+                    name.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o444,
+                );
+                if fd < 0 {
+                    ok = false;
+                    break;
+                }
+                let mut off = 0;
+                while off < data.len() {
+                    let n = libc::write(fd, data[off..].as_ptr().cast(), data.len() - off);
+                    if n <= 0 {
+                        ok = false;
+                        break;
+                    }
+                    off += n.unsigned_abs();
+                }
+                libc::close(fd);
+                ok = ok
+                    && libc::mount(
+                        name.as_ptr(),
+                        target.as_ptr(),
+                        none,
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) == 0
+                    && libc::mount(
+                        none,
+                        target.as_ptr(),
+                        none,
+                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                        std::ptr::null(),
+                    ) == 0;
+                if !ok {
+                    break;
+                }
+            }
+            libc::umount2(dir.as_ptr(), libc::MNT_DETACH);
+            return ok;
+        }
+    }
+    false
 }

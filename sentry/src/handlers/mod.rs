@@ -1,6 +1,7 @@
 //! The handlers: one module per emulated behaviour. Each caught (ABI, number) maps to
 //! one [`Handler`]; the sentry asks the platform to catch exactly those.
 
+pub mod procfs;
 pub mod uname;
 pub mod vsyscall;
 
