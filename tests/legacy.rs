@@ -192,3 +192,42 @@ fn one_consistent_persona_everywhere_the_guest_looks() {
     let o = under("host", &["cat", "/proc/version"]);
     assert_eq!(o.out(), native);
 }
+
+/// The vDSO's "Linux" note, which glibc's loader up to 2.34 reads before calling uname,
+/// carries the persona's version in 64- and 32-bit guests, and the vDSO clock still works.
+#[test]
+fn the_vdso_version_note_tells_the_persona() {
+    let native_note = common::native(&[fixture("vdso_note", &[])]).out();
+    let mut builds = vec![("64-bit", fixture("vdso_note", &[]))];
+    let m32 = std::process::Command::new("cc")
+        .args(["-m32", "-x", "c", "-o", "/dev/null", "-"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if m32 {
+        builds.push(("32-bit", fixture("vdso_note", &["-m32"])));
+    } else {
+        common::skip(
+            "the_vdso_version_note_tells_the_persona (32-bit)",
+            "no -m32 toolchain (gcc-multilib)",
+        );
+    }
+    for (what, bin) in &builds {
+        for (persona, version) in [("rhel6", "2.6.32"), ("3.10", "3.10.0"), ("rhel9", "5.14.0")] {
+            let o = under(persona, &[bin]);
+            assert_eq!(
+                (o.status, o.out()),
+                (0, format!("vdso note {version}\nclock ok\n")),
+                "{what} under {persona}: {}",
+                o.err()
+            );
+        }
+        let o = under("host", &[bin]);
+        assert_eq!(o.out(), native_note, "{what}: host keeps the host's note");
+    }
+    // The note is rewritten for every exec, not just the first.
+    let bin = builds[0].1.to_str().expect("utf8").to_owned();
+    let o = under("rhel6", &["sh", "-c", &format!("{bin} && {bin}")]);
+    assert_eq!(o.out(), "vdso note 2.6.32\nclock ok\n".repeat(2));
+}

@@ -134,6 +134,9 @@ pub trait GuestThread {
     fn read_mem(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault>;
     /// Write all of `data` into guest memory at `addr`.
     fn write_mem(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault>;
+    /// Write into a mapping the guest cannot write itself (code, the vDSO), the way a
+    /// debugger plants a breakpoint: the guest gets a private copy of the page.
+    fn write_code(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault>;
 }
 
 /// What the platform does with a caught call once the handler has decided.
@@ -201,6 +204,10 @@ pub trait Supervisor {
     ) -> SignalVerdict {
         SignalVerdict::Deliver
     }
+
+    /// A guest thread has just executed a new program and is stopped before its first
+    /// instruction (its loader has not run yet).
+    fn execed<G: GuestThread>(&mut self, _thread: &mut G) {}
 
     /// A guest thread is gone (when it led its thread group, the whole process is gone):
     /// forget anything kept about it.

@@ -45,6 +45,25 @@ pub fn write(pid: Pid, addr: u64, data: &[u8]) -> Result<(), Fault> {
     }
 }
 
+/// Writes `data` at `addr` through `/proc/PID/mem`, which (for a tracer) may write into
+/// read-only private mappings: the kernel gives the process its own copy of the page.
+pub fn write_force(pid: Pid, addr: u64, data: &[u8]) -> Result<(), Fault> {
+    use std::os::unix::fs::FileExt;
+    let fault = Fault {
+        addr,
+        len: data.len(),
+    };
+    remote(addr, data.len())?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .map_err(|_| fault)?;
+    match file.write_at(data, addr) {
+        Ok(n) if n == data.len() => Ok(()),
+        _ => Err(fault),
+    }
+}
+
 /// The thread group (process) a thread belongs to, from `/proc/TID/status`.
 pub fn tgid_of(tid: Pid) -> Option<i32> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;

@@ -80,6 +80,12 @@ impl Supervisor for Sentry {
         }
     }
 
+    fn execed<G: GuestThread>(&mut self, thread: &mut G) {
+        if let Some(v) = self.persona.kernel {
+            handlers::vdso::rewrite_version(thread, v);
+        }
+    }
+
     fn signal<G: GuestThread>(
         &mut self,
         thread: &mut G,

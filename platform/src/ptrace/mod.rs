@@ -257,6 +257,8 @@ impl Tracer {
                     }
                 }
                 debug!("[pid {pid}] exec");
+                let mut stopped = stopped;
+                sup.execed(&mut stopped.guest());
                 stopped.cont(0)
             }
             e if e == Event::PTRACE_EVENT_STOP as i32 => {

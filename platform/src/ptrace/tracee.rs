@@ -161,4 +161,8 @@ impl GuestThread for PtraceThread<'_> {
     fn write_mem(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
         crate::mem::write(self.stopped.pid, addr, data)
     }
+
+    fn write_code(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
+        crate::mem::write_force(self.stopped.pid, addr, data)
+    }
 }

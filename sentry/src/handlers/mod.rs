@@ -3,6 +3,7 @@
 
 pub mod procfs;
 pub mod uname;
+pub mod vdso;
 pub mod vsyscall;
 
 use platform::Arch;

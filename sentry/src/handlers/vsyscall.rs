@@ -151,6 +151,9 @@ mod tests {
             buf.copy_from_slice(src);
             Ok(())
         }
+        fn write_code(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
+            self.write_mem(addr, data)
+        }
         fn write_mem(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
             let off = addr
                 .checked_sub(0x1000)
