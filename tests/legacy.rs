@@ -199,9 +199,11 @@ fn one_consistent_persona_everywhere_the_guest_looks() {
 fn the_vdso_version_note_tells_the_persona() {
     let native_note = common::native(&[fixture("vdso_note", &[])]).out();
     let mut builds = vec![("64-bit", fixture("vdso_note", &[]))];
+    let probe = common::scratch_dir().join("m32-probe.c");
+    std::fs::write(&probe, "int main(void) { return 0; }\n").expect("write probe");
     let m32 = std::process::Command::new("cc")
-        .args(["-m32", "-x", "c", "-o", "/dev/null", "-"])
-        .stdin(std::process::Stdio::null())
+        .args(["-m32", "-o", "/dev/null"])
+        .arg(&probe)
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
@@ -230,4 +232,32 @@ fn the_vdso_version_note_tells_the_persona() {
     let bin = builds[0].1.to_str().expect("utf8").to_owned();
     let o = under("rhel6", &["sh", "-c", &format!("{bin} && {bin}")]);
     assert_eq!(o.out(), "vdso note 2.6.32\nclock ok\n".repeat(2));
+}
+
+/// An old glibc's loader sees the persona in the vDSO note and refuses a kernel older
+/// than it was built for, as on a real old kernel; compatrun then says which persona
+/// caused it, and says nothing when a program exits 127 for any other reason.
+#[test]
+fn kernel_too_old_is_faithful_and_explained() {
+    let bin = fixture("too_old", &["-static"]);
+    let o = under("rhel6", &[&bin]);
+    assert_eq!(o.status, 127);
+    let err = o.err();
+    assert!(err.starts_with("FATAL: kernel too old\n"), "{err}");
+    assert!(
+        err.contains("needs Linux 4.0.0 or newer, but persona rhel6 is Linux 2.6.32")
+            && err.lines().count() == 2,
+        "{err}"
+    );
+    for persona in ["rhel9", "host"] {
+        let o = under(persona, &[&bin]);
+        assert_eq!(
+            (o.status, o.out(), o.err()),
+            (0, "started\n".into(), String::new()),
+            "{persona}"
+        );
+    }
+    // Today's glibc has no such check: its 127s are never blamed on the persona.
+    let o = under("2.6", &["sh", "-c", "exit 127"]);
+    assert_eq!((o.status, o.err()), (127, String::new()));
 }

@@ -30,6 +30,7 @@ pub struct Sentry {
     persona: Persona,
     spec: InterceptSpec,
     dispatch: Vec<(Arch, u32, Handler)>,
+    too_old: handlers::too_old::TooOld,
 }
 
 impl Sentry {
@@ -40,6 +41,7 @@ impl Sentry {
             persona,
             spec: policy.spec,
             dispatch: policy.dispatch,
+            too_old: handlers::too_old::TooOld::default(),
         }
     }
 
@@ -83,6 +85,18 @@ impl Supervisor for Sentry {
     fn execed<G: GuestThread>(&mut self, thread: &mut G) {
         if let Some(v) = self.persona.kernel {
             handlers::vdso::rewrite_version(thread, v);
+            self.too_old.execed(thread.tid(), v);
+        }
+    }
+
+    fn exited(&mut self, tid: i32, status: platform::ExitStatus) {
+        let Some(v) = self.persona.kernel else { return };
+        let code = match status {
+            platform::ExitStatus::Exited(c) => Some(c),
+            platform::ExitStatus::Signaled { .. } => None,
+        };
+        if let Some(line) = self.too_old.exited(tid, code, &self.persona.name, v) {
+            log::warn!("{line}");
         }
     }
 

@@ -212,7 +212,7 @@ impl Tracer {
     ) -> Result<(), TraceError> {
         debug!("[pid {pid}] gone: {status:?}");
         self.threads.remove(&pid);
-        sup.exited(pid.as_raw());
+        sup.exited(pid.as_raw(), status);
         if Some(pid) == self.guest {
             self.root_status = Some(status);
             signals::root_gone();

@@ -2,6 +2,7 @@
 //! one [`Handler`]; the sentry asks the platform to catch exactly those.
 
 pub mod procfs;
+pub mod too_old;
 pub mod uname;
 pub mod vdso;
 pub mod vsyscall;

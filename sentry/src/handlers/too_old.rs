@@ -1,0 +1,192 @@
+//! Saying why a guest stopped with "FATAL: kernel too old".
+//!
+//! glibc's loader before 2.35 refuses to start on a kernel older than the minimum it was
+//! built for (its NT_GNU_ABI_TAG), printing "FATAL: kernel too old" and exiting 127. Under
+//! a persona that is the persona's doing, so compatrun adds one line naming it. After each
+//! exec the new image's loader (PT_INTERP, or the program itself when static) is looked
+//! at once per file: whether it is a checking glibc (it carries that message) and what
+//! it requires. If the persona is older and the process then exits with 127, the line is
+//! printed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::version::KernelVersion;
+
+/// What one loader file requires: `Some(min)` if it checks and needs more than nothing.
+type Verdict = Option<KernelVersion>;
+
+/// Remembers loaders already examined and processes that may stop for this reason.
+#[derive(Debug, Default)]
+pub struct TooOld {
+    /// (path, inode, mtime) of a loader → what it requires.
+    seen: HashMap<(PathBuf, u64, i64), Verdict>,
+    /// Processes whose loader requires more than the persona: loader path, requirement.
+    at_risk: HashMap<i32, (PathBuf, KernelVersion)>,
+}
+
+const NT_GNU_ABI_TAG: u32 = 1;
+const PT_INTERP: u32 = 3;
+const PT_NOTE: u32 = 4;
+const MESSAGE: &[u8] = b"FATAL: kernel too old";
+
+fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
+}
+fn u64_at(b: &[u8], o: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
+}
+
+/// Program headers of an ELF file image: (type, offset, size).
+fn segments(elf: &[u8]) -> Option<Vec<(u32, usize, usize)>> {
+    if elf.get(..4)? != b"\x7fELF" {
+        return None;
+    }
+    let is64 = *elf.get(4)? == 2;
+    let (phoff, phentsize, phnum) = if is64 {
+        (
+            usize::try_from(u64_at(elf, 0x20)?).ok()?,
+            u16_at(elf, 0x36)?,
+            u16_at(elf, 0x38)?,
+        )
+    } else {
+        (
+            usize::try_from(u32_at(elf, 0x1c)?).ok()?,
+            u16_at(elf, 0x2a)?,
+            u16_at(elf, 0x2c)?,
+        )
+    };
+    let mut out = Vec::new();
+    for i in 0..usize::from(phnum.min(64)) {
+        let ph = phoff.checked_add(i.checked_mul(usize::from(phentsize))?)?;
+        let (t, off, size) = if is64 {
+            (
+                u32_at(elf, ph)?,
+                u64_at(elf, ph + 8)?,
+                u64_at(elf, ph + 0x20)?,
+            )
+        } else {
+            (
+                u32_at(elf, ph)?,
+                u64::from(u32_at(elf, ph + 4)?),
+                u64::from(u32_at(elf, ph + 0x10)?),
+            )
+        };
+        out.push((t, usize::try_from(off).ok()?, usize::try_from(size).ok()?));
+    }
+    Some(out)
+}
+
+/// The highest NT_GNU_ABI_TAG (OS 0, Linux) in the file's PT_NOTE segments.
+pub fn abi_tag(elf: &[u8]) -> Option<KernelVersion> {
+    let mut best: Option<KernelVersion> = None;
+    for (t, off, size) in segments(elf)? {
+        if t != PT_NOTE {
+            continue;
+        }
+        let notes = elf.get(off..off.checked_add(size)?)?;
+        let mut at = 0usize;
+        while at + 12 <= notes.len() {
+            let namesz = usize::try_from(u32_at(notes, at)?).ok()?;
+            let descsz = usize::try_from(u32_at(notes, at + 4)?).ok()?;
+            let n_type = u32_at(notes, at + 8)?;
+            let name = at + 12;
+            let desc = name.checked_add(namesz.checked_add(3)? & !3)?;
+            if notes.get(name..name + namesz) == Some(b"GNU\0".as_slice())
+                && n_type == NT_GNU_ABI_TAG
+                && descsz >= 16
+            {
+                let word = |k: usize| u32_at(notes, desc + 4 * k);
+                if word(0)? == 0 {
+                    let v = KernelVersion::new(
+                        u16::try_from(word(1)?).ok()?,
+                        u16::try_from(word(2)?).ok()?,
+                        u16::try_from(word(3)?).ok()?,
+                    );
+                    best = best.max(Some(v));
+                }
+            }
+            at = desc.checked_add(descsz.checked_add(3)? & !3)?;
+        }
+    }
+    best
+}
+
+/// The PT_INTERP path of an executable image, if it has one.
+fn interpreter(elf: &[u8]) -> Option<PathBuf> {
+    let (_, off, size) = segments(elf)?
+        .into_iter()
+        .find(|(t, _, _)| *t == PT_INTERP)?;
+    let raw = elf.get(off..off.checked_add(size)?)?;
+    let raw = raw.split(|&b| b == 0).next()?;
+    Some(PathBuf::from(std::ffi::OsStr::new(
+        std::str::from_utf8(raw).ok()?,
+    )))
+}
+
+fn examine(path: &std::path::Path) -> Verdict {
+    let data = std::fs::read(path).ok()?;
+    if !data.windows(MESSAGE.len()).any(|w| w == MESSAGE) {
+        return None; // glibc 2.35+ (or not glibc): no check
+    }
+    abi_tag(&data)
+}
+
+impl TooOld {
+    /// After `tid`'s exec: note whether its loader will refuse `persona`'s version.
+    pub fn execed(&mut self, tid: i32, persona: KernelVersion) {
+        use std::os::unix::fs::MetadataExt;
+        self.at_risk.remove(&tid);
+        let exe = PathBuf::from(format!("/proc/{tid}/exe"));
+        let root = PathBuf::from(format!("/proc/{tid}/root"));
+        // Only the first pages matter for PT_INTERP.
+        let head = match std::fs::File::open(&exe) {
+            Ok(f) => {
+                let mut buf = vec![0u8; 8192];
+                let n = std::io::Read::read(&mut &f, &mut buf).unwrap_or(0);
+                buf.truncate(n);
+                buf
+            }
+            Err(_) => return,
+        };
+        let (loader, shown) = match interpreter(&head) {
+            Some(interp) => (
+                root.join(interp.strip_prefix("/").unwrap_or(&interp)),
+                interp,
+            ),
+            None => (exe.clone(), std::fs::read_link(&exe).unwrap_or(exe.clone())),
+        };
+        let Ok(meta) = std::fs::metadata(&loader) else {
+            return;
+        };
+        let key = (shown.clone(), meta.ino(), meta.mtime());
+        let verdict = *self.seen.entry(key).or_insert_with(|| examine(&loader));
+        if let Some(min) = verdict {
+            if min > persona {
+                self.at_risk.insert(tid, (shown, min));
+            }
+        }
+    }
+
+    /// `tid` exited with `code`: the line to print, if its loader refused the persona.
+    pub fn exited(
+        &mut self,
+        tid: i32,
+        code: Option<i32>,
+        persona: &str,
+        version: KernelVersion,
+    ) -> Option<String> {
+        let (loader, min) = self.at_risk.remove(&tid)?;
+        (code == Some(127)).then(|| {
+            format!(
+                "the C library in {} needs Linux {min} or newer, but persona {persona} \
+                 is Linux {version}: that is why it stopped with \"FATAL: kernel too old\"; \
+                 choose a newer persona",
+                loader.display()
+            )
+        })
+    }
+}
