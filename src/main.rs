@@ -92,7 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     report_nofile(nofile_soft);
     let pid_ns = cli.pid_ns.enabled();
-    let sentry = Sentry::new(persona, &table);
+    let sentry = Sentry::new(persona, &table).context("the built-in sysctl table is invalid")?;
     let synthetic_files = if pid_ns {
         sentry.synthetic_files()
     } else {

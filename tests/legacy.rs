@@ -261,3 +261,88 @@ fn kernel_too_old_is_faithful_and_explained() {
     let o = under("2.6", &["sh", "-c", "exit 127"]);
     assert_eq!((o.status, o.err()), (127, String::new()));
 }
+
+/// `_sysctl(2)`, removed in 5.5, works for personas whose kernel had it, with the old
+/// kernel's semantics (strings without their newline, truncation, int vectors, UUIDs,
+/// ENOTDIR for unknown names, EFAULT for bad pointers, EACCES for read-only entries),
+/// for 64- and 32-bit callers; newer personas and the host answer ENOSYS.
+#[test]
+fn sysctl_works_as_the_old_kernel_did() {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").expect("pid_max");
+    let expected = |release: &str, version: &str| {
+        format!(
+            "kernel.ostype: len=5 value=Linux\n\
+             kernel.osrelease: len={} value={release}\n\
+             kernel.version: len={} value={version}\n\
+             kernel.osrelease truncated to 3: len=3 value={}\n\
+             kernel.printk: len=16 count=4\n\
+             kernel.random.uuid: len=16 version-nibble=4\n\
+             unknown name: -1 Not a directory\n\
+             nlen 0: -1 Not a directory\n\
+             bad name pointer: -1 Bad address\n\
+             bad oldval: -1 Bad address\n\
+             bad args: -1 Bad address\n\
+             kernel.pid_max: 0 len=4 value={}\n\
+             kernel.pid_max write back: 0 \n\
+             write kernel.osrelease: -1 Permission denied\n",
+            release.len(),
+            version.len(),
+            &release[..3],
+            pid_max.trim()
+        )
+    };
+    let mut builds = vec![fixture("sysctl", &[])];
+    let probe = common::scratch_dir().join("m32-probe-sysctl.c");
+    std::fs::write(&probe, "int main(void) { return 0; }\n").expect("write probe");
+    let m32 = std::process::Command::new("cc")
+        .args(["-m32", "-o", "/dev/null"])
+        .arg(&probe)
+        .status()
+        .is_ok_and(|s| s.success());
+    if m32 {
+        builds.push(fixture("sysctl", &["-m32"]));
+    } else {
+        common::skip(
+            "sysctl_works_as_the_old_kernel_did (32-bit)",
+            "no -m32 toolchain",
+        );
+    }
+    for bin in &builds {
+        for (persona, release, version) in [
+            (
+                "rhel6",
+                "2.6.32-754.el6.x86_64",
+                "#1 SMP Tue Jun 19 21:26:04 UTC 2018",
+            ),
+            ("3.10", "3.10.0", "#1 SMP Sun Jun 30 12:00:00 UTC 2013"),
+        ] {
+            let o = under(persona, &[bin]);
+            assert_eq!(o.status, 0, "{}", o.err());
+            assert_eq!(
+                o.out(),
+                expected(release, version),
+                "{persona} {}",
+                bin.display()
+            );
+            // Without a private /proc the persona's identity still comes back.
+            let cmd = common::under_with(persona, &["--pid-ns", "off"], &[bin]);
+            let o = run_cmd(cmd, None);
+            assert!(
+                o.out().contains(&format!("value={release}\n")),
+                "{}",
+                o.out()
+            );
+        }
+        for persona in ["5.14", "host"] {
+            let o = under(persona, &[bin]);
+            assert!(
+                o.out()
+                    .lines()
+                    .take(6)
+                    .all(|l| l.ends_with("Function not implemented")),
+                "{persona}: {}",
+                o.out()
+            );
+        }
+    }
+}

@@ -31,18 +31,27 @@ pub struct Sentry {
     spec: InterceptSpec,
     dispatch: Vec<(Arch, u32, Handler)>,
     too_old: handlers::too_old::TooOld,
+    sysctl: handlers::sysctl::SysctlTable,
+    identity_files: Vec<(std::ffi::OsString, Vec<u8>)>,
 }
 
 impl Sentry {
     /// Prepares the sentry for `persona`.
-    pub fn new(persona: Persona, table: &SyscallTable) -> Self {
+    pub fn new(persona: Persona, table: &SyscallTable) -> Result<Self, table::TableError> {
         let policy = policy::Policy::build(&persona, table);
-        Sentry {
+        let identity_files = persona
+            .uname
+            .as_ref()
+            .map(handlers::procfs::files)
+            .unwrap_or_default();
+        Ok(Sentry {
+            sysctl: handlers::sysctl::SysctlTable::builtin()?,
+            identity_files,
             persona,
             spec: policy.spec,
             dispatch: policy.dispatch,
             too_old: handlers::too_old::TooOld::default(),
-        }
+        })
     }
 
     /// What the platform must catch and refuse.
@@ -76,6 +85,9 @@ impl Supervisor for Sentry {
         match (handler, &self.persona.uname) {
             (Some(Handler::Uname(layout)), Some(id)) => {
                 handlers::uname::handle(thread, call, id, layout)
+            }
+            (Some(Handler::Sysctl), _) => {
+                handlers::sysctl::handle(thread, call, &self.sysctl, &self.identity_files)
             }
             // Caught but not ours to change: run it as the guest asked.
             _ => Verdict::Forward,

@@ -68,8 +68,12 @@ impl Policy {
             }
         }
         let mut dispatch = Vec::new();
+        let mut handled: Vec<(Arch, &str, Handler)> = handlers::SYSCTL_CALLS.to_vec();
         if persona.uname.is_some() {
-            for &(arch, name, handler) in handlers::UNAME_CALLS {
+            handled.extend_from_slice(handlers::UNAME_CALLS);
+        }
+        if persona.kernel.is_some() {
+            for &(arch, name, handler) in &handled {
                 let Some(entry) = table.get(name) else {
                     continue;
                 };

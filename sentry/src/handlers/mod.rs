@@ -2,6 +2,7 @@
 //! one [`Handler`]; the sentry asks the platform to catch exactly those.
 
 pub mod procfs;
+pub mod sysctl;
 pub mod too_old;
 pub mod uname;
 pub mod vdso;
@@ -14,7 +15,15 @@ use platform::Arch;
 pub enum Handler {
     /// `uname`-family call writing the given structure.
     Uname(uname::Layout),
+    /// `_sysctl`, through /proc/sys.
+    Sysctl,
 }
+
+/// `_sysctl` on the ABIs that had it (x32 never did).
+pub const SYSCTL_CALLS: &[(Arch, &str, Handler)] = &[
+    (Arch::X86_64, "_sysctl", Handler::Sysctl),
+    (Arch::I386, "_sysctl", Handler::Sysctl),
+];
 
 /// The calls a persona with a `[uname]` identity catches: (ABI, name, handler).
 pub const UNAME_CALLS: &[(Arch, &str, Handler)] = &[
