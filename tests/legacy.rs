@@ -346,3 +346,82 @@ fn sysctl_works_as_the_old_kernel_did() {
         }
     }
 }
+
+/// Calls the host removed are answered as the persona's kernel answered them (see
+/// docs/PERSONAS.md), for 64- and 32-bit callers, and with ENOSYS where the persona's
+/// kernel had already dropped them (nfsservctl after 3.1) or never had them (x86_64
+/// uselib since 2.6.11).
+#[test]
+fn removed_calls_answer_as_the_old_kernel_did() {
+    let dcookie = if platform::sys::has_cap_sys_admin() {
+        "EINVAL"
+    } else {
+        "EPERM"
+    };
+    let nfs_26 = ["ENODEV", "EINVAL", "EINVAL", "EFAULT"];
+    let nfs_gone = ["ENOSYS"; 4];
+    let uselib_i386 = ["ENOENT", "EACCES", "EACCES", "ENOEXEC", "EFAULT"];
+    let uselib_none = ["ENOSYS"; 5];
+    let labels = [
+        "lookup_dcookie",
+        "nfsservctl svc",
+        "nfsservctl unknown command",
+        "nfsservctl bad version",
+        "nfsservctl bad pointer",
+        "uselib missing",
+        "uselib directory",
+        "uselib plain file",
+        "uselib program",
+        "uselib bad pointer",
+    ];
+    let expect = |dc: &str, nfs: [&str; 4], uselib: [&str; 5]| -> String {
+        let values: Vec<&str> = std::iter::once(dc).chain(nfs).chain(uselib).collect();
+        labels
+            .iter()
+            .zip(values)
+            .map(|(l, v)| format!("{l}: {v}\n"))
+            .collect()
+    };
+    let mut builds = vec![("64-bit", fixture("removed", &[]))];
+    let probe = common::scratch_dir().join("m32-probe-removed.c");
+    std::fs::write(&probe, "int main(void) { return 0; }\n").expect("write probe");
+    if std::process::Command::new("cc")
+        .args(["-m32", "-o", "/dev/null"])
+        .arg(&probe)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        builds.push(("32-bit", fixture("removed", &["-m32"])));
+    } else {
+        common::skip(
+            "removed_calls_answer_as_the_old_kernel_did (32-bit)",
+            "no -m32 toolchain",
+        );
+    }
+    // A readable file without execute permission: not a library uselib may open.
+    let plain = common::scratch_dir().join("uselib-plain-file");
+    std::fs::write(&plain, "data\n").expect("write");
+    std::fs::set_permissions(&plain, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    for (what, bin) in &builds {
+        let i386 = *what == "32-bit";
+        let uselib = if i386 { uselib_i386 } else { uselib_none };
+        for (persona, want) in [
+            ("rhel6", expect(dcookie, nfs_26, uselib)),
+            ("3.10", expect(dcookie, nfs_gone, uselib)),
+            (
+                "5.14",
+                expect(
+                    "ENOSYS",
+                    nfs_gone,
+                    if i386 { uselib_i386 } else { uselib_none },
+                ),
+            ),
+            ("host", expect("ENOSYS", nfs_gone, uselib_none)),
+        ] {
+            let o = under(persona, &[bin.as_os_str(), plain.as_os_str()]);
+            assert_eq!(o.status, 0, "{}", o.err());
+            assert_eq!(o.out(), want, "{what} under {persona}");
+        }
+    }
+}

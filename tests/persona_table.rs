@@ -153,19 +153,20 @@ fn each_persona_refuses_what_came_after_it_and_keeps_what_came_before() {
 #[test]
 fn personas_catch_only_the_calls_they_emulate() {
     let table = table();
-    let sysctl = table.get("_sysctl").expect("_sysctl listed");
+    // Calls a legacy persona answers itself wherever its kernel had them.
+    let emulated = ["_sysctl", "lookup_dcookie", "nfsservctl", "uselib"];
     for persona in Persona::builtins(&table).expect("built-in personas load") {
         let spec = Policy::build(&persona, &table).spec;
-        let (_, caught) = policy::summary(&spec, &table, Arch::X86_64);
-        // uname when the persona changes it; _sysctl where its kernel had it (< 5.5).
-        let expected = usize::from(persona.uname.is_some())
-            + usize::from(
-                persona.kernel.is_some() && policy::exists(&persona, sysctl, Arch::X86_64),
-            );
-        assert_eq!(
-            caught, expected,
-            "persona {} catches {caught} x86_64 calls",
-            persona.name
-        );
+        for entry in &table.entries {
+            let Some((nr, _)) = entry.on(Arch::X86_64) else {
+                continue;
+            };
+            let caught = spec.rule_for(Arch::X86_64, nr) == Rule::Catch;
+            let expected = (entry.name == "uname" && persona.uname.is_some())
+                || (persona.kernel.is_some()
+                    && emulated.contains(&entry.name.as_str())
+                    && policy::exists(&persona, entry, Arch::X86_64));
+            assert_eq!(caught, expected, "persona {}: {}", persona.name, entry.name);
+        }
     }
 }

@@ -86,6 +86,7 @@ impl Supervisor for Sentry {
             (Some(Handler::Uname(layout)), Some(id)) => {
                 handlers::uname::handle(thread, call, id, layout)
             }
+            (Some(Handler::Removed(which)), _) => handlers::removed::handle(thread, call, which),
             (Some(Handler::Sysctl), _) => {
                 handlers::sysctl::handle(thread, call, &self.sysctl, &self.identity_files)
             }

@@ -69,6 +69,7 @@ impl Policy {
         }
         let mut dispatch = Vec::new();
         let mut handled: Vec<(Arch, &str, Handler)> = handlers::SYSCTL_CALLS.to_vec();
+        handled.extend_from_slice(handlers::REMOVED_CALLS);
         if persona.uname.is_some() {
             handled.extend_from_slice(handlers::UNAME_CALLS);
         }

@@ -2,6 +2,7 @@
 //! one [`Handler`]; the sentry asks the platform to catch exactly those.
 
 pub mod procfs;
+pub mod removed;
 pub mod sysctl;
 pub mod too_old;
 pub mod uname;
@@ -17,7 +18,43 @@ pub enum Handler {
     Uname(uname::Layout),
     /// `_sysctl`, through /proc/sys.
     Sysctl,
+    /// A call the host removed, answered as the persona's kernel did.
+    Removed(removed::Removed),
 }
+
+/// Calls the host removed that legacy personas answer themselves.
+pub const REMOVED_CALLS: &[(Arch, &str, Handler)] = &[
+    (
+        Arch::X86_64,
+        "lookup_dcookie",
+        Handler::Removed(removed::Removed::LookupDcookie),
+    ),
+    (
+        Arch::I386,
+        "lookup_dcookie",
+        Handler::Removed(removed::Removed::LookupDcookie),
+    ),
+    (
+        Arch::X86_64,
+        "nfsservctl",
+        Handler::Removed(removed::Removed::Nfsservctl),
+    ),
+    (
+        Arch::I386,
+        "nfsservctl",
+        Handler::Removed(removed::Removed::Nfsservctl),
+    ),
+    (
+        Arch::X86_64,
+        "uselib",
+        Handler::Removed(removed::Removed::Uselib),
+    ),
+    (
+        Arch::I386,
+        "uselib",
+        Handler::Removed(removed::Removed::Uselib),
+    ),
+];
 
 /// `_sysctl` on the ABIs that had it (x32 never did).
 pub const SYSCTL_CALLS: &[(Arch, &str, Handler)] = &[
