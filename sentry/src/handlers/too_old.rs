@@ -5,8 +5,8 @@
 //! a persona that is the persona's doing, so compatrun adds one line naming it. After each
 //! exec the new image's loader (PT_INTERP, or the program itself when static) is looked
 //! at once per file: whether it is a checking glibc (it carries that message) and what
-//! it requires. If the persona is older and the process then exits with 127, the line is
-//! printed.
+//! it requires. If the persona is older, that loader will refuse to start, and when the
+//! process then ends unsuccessfully the line is printed.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -127,12 +127,56 @@ fn interpreter(elf: &[u8]) -> Option<PathBuf> {
     )))
 }
 
-fn examine(path: &std::path::Path) -> Verdict {
+/// `path` as the guest sees it, for reading from here: symbolic links (absolute ones
+/// included) are followed inside `root` (the guest's /proc/TID/root), never outside it.
+fn resolve_in_root(root: &std::path::Path, path: &std::path::Path) -> Option<PathBuf> {
+    let mut current = path.to_path_buf();
+    for _ in 0..40 {
+        let inside = root.join(current.strip_prefix("/").unwrap_or(&current));
+        let meta = std::fs::symlink_metadata(&inside).ok()?;
+        if !meta.file_type().is_symlink() {
+            return Some(inside);
+        }
+        let target = std::fs::read_link(&inside).ok()?;
+        current = if target.is_absolute() {
+            target
+        } else {
+            current
+                .parent()
+                .unwrap_or(std::path::Path::new("/"))
+                .join(target)
+        };
+    }
+    None
+}
+
+/// Where a dynamically linked guest's C library usually is (the loader compares with
+/// the minimum it was built for, which glibc records as the C library's ABI tag; the
+/// loader itself often carries none).
+const LIBC_PATHS: [&str; 6] = [
+    "/lib/x86_64-linux-gnu/libc.so.6",
+    "/lib64/libc.so.6",
+    "/usr/lib64/libc.so.6",
+    "/lib/i386-linux-gnu/libc.so.6",
+    "/lib/libc.so.6",
+    "/usr/lib/libc.so.6",
+];
+
+fn examine(path: &std::path::Path, root: &std::path::Path) -> Verdict {
     let data = std::fs::read(path).ok()?;
     if !data.windows(MESSAGE.len()).any(|w| w == MESSAGE) {
         return None; // glibc 2.35+ (or not glibc): no check
     }
-    abi_tag(&data)
+    abi_tag(&data).or_else(|| {
+        // Same ELF class as the loader.
+        let class = data.get(4).copied();
+        LIBC_PATHS.iter().find_map(|p| {
+            let lib = std::fs::read(resolve_in_root(root, std::path::Path::new(p))?).ok()?;
+            (lib.get(4).copied() == class)
+                .then(|| abi_tag(&lib))
+                .flatten()
+        })
+    })
 }
 
 impl TooOld {
@@ -153,17 +197,20 @@ impl TooOld {
             Err(_) => return,
         };
         let (loader, shown) = match interpreter(&head) {
-            Some(interp) => (
-                root.join(interp.strip_prefix("/").unwrap_or(&interp)),
-                interp,
-            ),
+            Some(interp) => match resolve_in_root(&root, &interp) {
+                Some(host_path) => (host_path, interp),
+                None => return,
+            },
             None => (exe.clone(), std::fs::read_link(&exe).unwrap_or(exe.clone())),
         };
         let Ok(meta) = std::fs::metadata(&loader) else {
             return;
         };
         let key = (shown.clone(), meta.ino(), meta.mtime());
-        let verdict = *self.seen.entry(key).or_insert_with(|| examine(&loader));
+        let verdict = *self
+            .seen
+            .entry(key)
+            .or_insert_with(|| examine(&loader, &root));
         if let Some(min) = verdict {
             if min > persona {
                 self.at_risk.insert(tid, (shown, min));
@@ -171,7 +218,9 @@ impl TooOld {
         }
     }
 
-    /// `tid` exited with `code`: the line to print, if its loader refused the persona.
+    /// `tid` exited with `code`: the line to print, if its loader refused the persona
+    /// (a checking loader that requires more always refuses; it exits non-zero: glibc's
+    /// usual 127, eglibc 2.13's 1).
     pub fn exited(
         &mut self,
         tid: i32,
@@ -180,7 +229,7 @@ impl TooOld {
         version: KernelVersion,
     ) -> Option<String> {
         let (loader, min) = self.at_risk.remove(&tid)?;
-        (code == Some(127)).then(|| {
+        (code != Some(0)).then(|| {
             format!(
                 "the C library in {} needs Linux {min} or newer, but persona {persona} \
                  is Linux {version}: that is why it stopped with \"FATAL: kernel too old\"; \
