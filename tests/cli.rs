@@ -209,3 +209,29 @@ fn compatrun_logs_to_stderr_only_when_asked() {
         o.err()
     );
 }
+
+#[test]
+fn where_ptrace_is_forbidden_compatrun_says_so_and_what_to_do() {
+    // The outer compatrun plays a container that forbids ptrace: its persona has no
+    // ptrace call at all, so the inner compatrun cannot trace its guest.
+    let dir = scratch_dir().join("cli-personas");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let persona = dir.join("noptrace.toml");
+    std::fs::write(
+        &persona,
+        "description = \"the host without ptrace\"\nkernel = \"6.18\"\n[syscalls]\nremove = [\"ptrace\"]\n",
+    )
+    .expect("write");
+    let bin = compatrun_bin();
+    let o = under(
+        persona.to_str().expect("utf8"),
+        &[bin.to_str().expect("utf8"), "-k", "2.6", "--", "true"],
+    );
+    assert_eq!(o.status, 125, "{}", o.err());
+    assert!(
+        o.err().contains("ptrace is not permitted here"),
+        "{}",
+        o.err()
+    );
+    assert!(o.err().contains("CAP_SYS_PTRACE"), "{}", o.err());
+}
