@@ -199,14 +199,7 @@ fn one_consistent_persona_everywhere_the_guest_looks() {
 fn the_vdso_version_note_tells_the_persona() {
     let native_note = common::native(&[fixture("vdso_note", &[])]).out();
     let mut builds = vec![("64-bit", fixture("vdso_note", &[]))];
-    let probe = common::scratch_dir().join("m32-probe.c");
-    std::fs::write(&probe, "int main(void) { return 0; }\n").expect("write probe");
-    let m32 = std::process::Command::new("cc")
-        .args(["-m32", "-o", "/dev/null"])
-        .arg(&probe)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let m32 = common::have_m32();
     if m32 {
         builds.push(("32-bit", fixture("vdso_note", &["-m32"])));
     } else {
@@ -292,13 +285,7 @@ fn sysctl_works_as_the_old_kernel_did() {
         )
     };
     let mut builds = vec![fixture("sysctl", &[])];
-    let probe = common::scratch_dir().join("m32-probe-sysctl.c");
-    std::fs::write(&probe, "int main(void) { return 0; }\n").expect("write probe");
-    let m32 = std::process::Command::new("cc")
-        .args(["-m32", "-o", "/dev/null"])
-        .arg(&probe)
-        .status()
-        .is_ok_and(|s| s.success());
+    let m32 = common::have_m32();
     if m32 {
         builds.push(fixture("sysctl", &["-m32"]));
     } else {
@@ -383,14 +370,7 @@ fn removed_calls_answer_as_the_old_kernel_did() {
             .collect()
     };
     let mut builds = vec![("64-bit", fixture("removed", &[]))];
-    let probe = common::scratch_dir().join("m32-probe-removed.c");
-    std::fs::write(&probe, "int main(void) { return 0; }\n").expect("write probe");
-    if std::process::Command::new("cc")
-        .args(["-m32", "-o", "/dev/null"])
-        .arg(&probe)
-        .status()
-        .is_ok_and(|s| s.success())
-    {
+    if common::have_m32() {
         builds.push(("32-bit", fixture("removed", &["-m32"])));
     } else {
         common::skip(

@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use common::{compare, fixture, native, skip, under};
 
@@ -106,19 +105,7 @@ fn under_5_14_no_call_is_enosys() {
 #[test]
 fn an_i386_guest_gets_the_same_answers() {
     let test = "an_i386_guest_gets_the_same_answers";
-    let probe_src = common::scratch_dir().join(format!("m32-probe-{}.c", std::process::id()));
-    let probe_bin = common::scratch_dir().join(format!("m32-probe-{}", std::process::id()));
-    std::fs::write(&probe_src, "int main(void) { return 0; }\n").expect("write probe");
-    let ok = Command::new("cc")
-        .arg("-m32")
-        .arg("-o")
-        .arg(&probe_bin)
-        .arg(&probe_src)
-        .output()
-        .is_ok_and(|o| o.status.success())
-        && Command::new(&probe_bin).status().is_ok_and(|s| s.success());
-    let _ = std::fs::remove_file(&probe_bin);
-    let _ = std::fs::remove_file(&probe_src);
+    let ok = common::have_m32();
     if !ok {
         return skip(
             test,

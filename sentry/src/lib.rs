@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod elf;
 pub mod handlers;
 pub mod persona;
 pub mod policy;

@@ -255,3 +255,27 @@ pub fn assert_none_left(marker: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Whether 32-bit (i386) programs can be built and run here: gcc-multilib installed and
+/// the kernel's i386 emulation on.
+pub fn have_m32() -> bool {
+    static HAVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAVE.get_or_init(|| {
+        let src = scratch_dir().join(format!("m32-probe-{}.c", std::process::id()));
+        let bin = src.with_extension("bin");
+        if std::fs::write(&src, "int main(void) { return 0; }\n").is_err() {
+            return false;
+        }
+        let ok = Command::new("cc")
+            .args(["-m32", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(&bin).status().is_ok_and(|s| s.success());
+        let _ = std::fs::remove_file(&src);
+        let _ = std::fs::remove_file(&bin);
+        ok
+    })
+}

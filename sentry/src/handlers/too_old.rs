@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use crate::elf::{self, u16_at, u32_at, u64_at};
 use crate::version::KernelVersion;
 
 /// What one loader file requires: `Some(min)` if it checks and needs more than nothing.
@@ -30,33 +31,23 @@ const PT_INTERP: u32 = 3;
 const PT_NOTE: u32 = 4;
 const MESSAGE: &[u8] = b"FATAL: kernel too old";
 
-fn u16_at(b: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
-}
-fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
-}
-fn u64_at(b: &[u8], o: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
-}
-
 /// Program headers of an ELF file image: (type, offset, size).
-fn segments(elf: &[u8]) -> Option<Vec<(u32, usize, usize)>> {
-    if elf.get(..4)? != b"\x7fELF" {
+fn segments(image: &[u8]) -> Option<Vec<(u32, usize, usize)>> {
+    if image.get(..4)? != b"\x7fELF" {
         return None;
     }
-    let is64 = *elf.get(4)? == 2;
+    let is64 = *image.get(4)? == 2;
     let (phoff, phentsize, phnum) = if is64 {
         (
-            usize::try_from(u64_at(elf, 0x20)?).ok()?,
-            u16_at(elf, 0x36)?,
-            u16_at(elf, 0x38)?,
+            usize::try_from(u64_at(image, 0x20)?).ok()?,
+            u16_at(image, 0x36)?,
+            u16_at(image, 0x38)?,
         )
     } else {
         (
-            usize::try_from(u32_at(elf, 0x1c)?).ok()?,
-            u16_at(elf, 0x2a)?,
-            u16_at(elf, 0x2c)?,
+            usize::try_from(u32_at(image, 0x1c)?).ok()?,
+            u16_at(image, 0x2a)?,
+            u16_at(image, 0x2c)?,
         )
     };
     let mut out = Vec::new();
@@ -64,15 +55,15 @@ fn segments(elf: &[u8]) -> Option<Vec<(u32, usize, usize)>> {
         let ph = phoff.checked_add(i.checked_mul(usize::from(phentsize))?)?;
         let (t, off, size) = if is64 {
             (
-                u32_at(elf, ph)?,
-                u64_at(elf, ph + 8)?,
-                u64_at(elf, ph + 0x20)?,
+                u32_at(image, ph)?,
+                u64_at(image, ph + 8)?,
+                u64_at(image, ph + 0x20)?,
             )
         } else {
             (
-                u32_at(elf, ph)?,
-                u64::from(u32_at(elf, ph + 4)?),
-                u64::from(u32_at(elf, ph + 0x10)?),
+                u32_at(image, ph)?,
+                u64::from(u32_at(image, ph + 4)?),
+                u64::from(u32_at(image, ph + 0x10)?),
             )
         };
         out.push((t, usize::try_from(off).ok()?, usize::try_from(size).ok()?));
@@ -81,46 +72,37 @@ fn segments(elf: &[u8]) -> Option<Vec<(u32, usize, usize)>> {
 }
 
 /// The highest NT_GNU_ABI_TAG (OS 0, Linux) in the file's PT_NOTE segments.
-pub fn abi_tag(elf: &[u8]) -> Option<KernelVersion> {
+pub fn abi_tag(image: &[u8]) -> Option<KernelVersion> {
     let mut best: Option<KernelVersion> = None;
-    for (t, off, size) in segments(elf)? {
+    for (t, off, size) in segments(image)? {
         if t != PT_NOTE {
             continue;
         }
-        let notes = elf.get(off..off.checked_add(size)?)?;
-        let mut at = 0usize;
-        while at + 12 <= notes.len() {
-            let namesz = usize::try_from(u32_at(notes, at)?).ok()?;
-            let descsz = usize::try_from(u32_at(notes, at + 4)?).ok()?;
-            let n_type = u32_at(notes, at + 8)?;
-            let name = at + 12;
-            let desc = name.checked_add(namesz.checked_add(3)? & !3)?;
-            if notes.get(name..name + namesz) == Some(b"GNU\0".as_slice())
-                && n_type == NT_GNU_ABI_TAG
-                && descsz >= 16
-            {
-                let word = |k: usize| u32_at(notes, desc + 4 * k);
-                if word(0)? == 0 {
-                    let v = KernelVersion::new(
-                        u16::try_from(word(1)?).ok()?,
-                        u16::try_from(word(2)?).ok()?,
-                        u16::try_from(word(3)?).ok()?,
-                    );
-                    best = best.max(Some(v));
-                }
+        let notes = image.get(off..off.checked_add(size)?)?;
+        for note in elf::notes(notes) {
+            if note.name != b"GNU\0" || note.kind != NT_GNU_ABI_TAG {
+                continue;
             }
-            at = desc.checked_add(descsz.checked_add(3)? & !3)?;
+            let word = |k: usize| u32_at(note.desc, 4 * k);
+            if word(0) == Some(0) {
+                let v = KernelVersion::new(
+                    u16::try_from(word(1)?).ok()?,
+                    u16::try_from(word(2)?).ok()?,
+                    u16::try_from(word(3)?).ok()?,
+                );
+                best = best.max(Some(v));
+            }
         }
     }
     best
 }
 
 /// The PT_INTERP path of an executable image, if it has one.
-fn interpreter(elf: &[u8]) -> Option<PathBuf> {
-    let (_, off, size) = segments(elf)?
+fn interpreter(image: &[u8]) -> Option<PathBuf> {
+    let (_, off, size) = segments(image)?
         .into_iter()
         .find(|(t, _, _)| *t == PT_INTERP)?;
-    let raw = elf.get(off..off.checked_add(size)?)?;
+    let raw = image.get(off..off.checked_add(size)?)?;
     let raw = raw.split(|&b| b == 0).next()?;
     Some(PathBuf::from(std::ffi::OsStr::new(
         std::str::from_utf8(raw).ok()?,

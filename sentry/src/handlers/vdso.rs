@@ -10,6 +10,7 @@
 
 use platform::GuestThread;
 
+use crate::elf::{self, u16_at, u32_at, u64_at};
 use crate::version::KernelVersion;
 
 /// `AT_SYSINFO_EHDR`: the auxv entry with the vDSO's address.
@@ -53,16 +54,6 @@ fn read<G: GuestThread, const N: usize>(g: &mut G, addr: u64) -> Option<[u8; N]>
     let mut b = [0u8; N];
     g.read_mem(addr, &mut b).ok()?;
     Some(b)
-}
-
-fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(off..off + 2)?.try_into().ok()?))
-}
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
-}
-fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(off..off + 8)?.try_into().ok()?))
 }
 
 /// The address of the 4-byte version in the "Linux" note of the ELF image at `base`.
@@ -114,22 +105,11 @@ pub fn find_version_note<G: GuestThread>(g: &mut G, base: u64) -> Option<u64> {
         let start = base.checked_add(p_offset)?;
         let mut notes = vec![0u8; len];
         g.read_mem(start, &mut notes).ok()?;
-        let mut off = 0usize;
-        while off + 12 <= notes.len() {
-            let namesz = usize::try_from(u32_at(&notes, off)?).ok()?;
-            let descsz = usize::try_from(u32_at(&notes, off + 4)?).ok()?;
-            let n_type = u32_at(&notes, off + 8)?;
-            let name_at = off + 12;
-            let desc_at = name_at.checked_add(namesz.checked_add(3)? & !3)?;
-            let next = desc_at.checked_add(descsz.checked_add(3)? & !3)?;
-            if notes.get(name_at..name_at + namesz) == Some(b"Linux\0".as_slice())
-                && n_type == 0
-                && descsz == 4
-                && desc_at + 4 <= notes.len()
-            {
-                return start.checked_add(u64::try_from(desc_at).ok()?);
-            }
-            off = next;
+        if let Some(note) = elf::notes(&notes)
+            .into_iter()
+            .find(|n| n.name == b"Linux\0" && n.kind == 0 && n.desc.len() == 4)
+        {
+            return start.checked_add(u64::try_from(note.desc_offset).ok()?);
         }
     }
     None
