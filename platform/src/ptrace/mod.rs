@@ -378,20 +378,13 @@ fn tcgetsid(tty: &File) -> Option<Pid> {
     nix::sys::termios::tcgetsid(tty).ok()
 }
 
-/// Unexpected ptrace events are logged at debug level only: a guest can cause them.
+/// Unexpected ptrace events: a guest can cause them, so each is logged at debug level
+/// only, with a single warning per run.
 fn mutter(pid: Pid, event: i32) {
-    if log::log_enabled!(log::Level::Debug) {
-        debug!("[pid {pid}] unexpected ptrace event {event}");
-    } else {
-        let _ = warn_once();
-    }
-}
-
-fn warn_once() -> bool {
     use std::sync::atomic::{AtomicBool, Ordering};
     static WARNED: AtomicBool = AtomicBool::new(false);
+    debug!("[pid {pid}] unexpected ptrace event {event}");
     if !WARNED.swap(true, Ordering::Relaxed) {
         warn!("unexpected ptrace events seen; run with --log debug for details");
     }
-    true
 }

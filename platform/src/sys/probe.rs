@@ -52,22 +52,28 @@ fn mask_program() -> Vec<Insn> {
     ]
 }
 
-/// A call of the probe child itself (write, exit_group): marked so the mask allows it.
-fn own_call(nr: i64, a0: u64, a1: u64, a2: u64) -> i64 {
+/// One `syscall` instruction with three arguments and `r9` (the mask's pass mark, or 0).
+fn syscall_insn(nr: u64, a0: u64, a1: u64, a2: u64, r9: u64) -> i64 {
     let ret: i64;
-    // SAFETY: a plain system call with integer arguments chosen by the caller in this
-    // module (write from a live buffer, exit_group); clobbers only rcx and r11.
+    // SAFETY: runs only in the probe child. Calls without the pass mark in r9 fail in the
+    // mask filter before reaching any implementation; marked ones are the child's own
+    // write (from a live buffer) and exit_group. `syscall` clobbers only rcx and r11.
     unsafe {
         std::arch::asm!(
             "syscall",
             inlateout("rax") nr => ret,
             in("rdi") a0, in("rsi") a1, in("rdx") a2,
-            in("r10") 0u64, in("r8") 0u64, in("r9") u64::from(PASS),
+            in("r10") 0u64, in("r8") 0u64, in("r9") r9,
             lateout("rcx") _, lateout("r11") _,
             options(nostack),
         );
     }
     ret
+}
+
+/// A call of the probe child itself (write, exit_group): marked so the mask allows it.
+fn own_call(nr: i64, a0: u64, a1: u64, a2: u64) -> i64 {
+    syscall_insn(nr.unsigned_abs(), a0, a1, a2, u64::from(PASS))
 }
 
 /// Leaves the probe child (exit_group, marked to pass the mask).
@@ -86,21 +92,7 @@ fn raw_call(arch: Arch, nr: u32) -> i64 {
 }
 
 fn x86_64_call(nr: u64) -> i64 {
-    let ret: i64;
-    // SAFETY: inside the probe child every call but write/exit_group fails in the mask
-    // filter before reaching the kernel's implementation, so no state changes; the
-    // `syscall` instruction clobbers only rcx and r11, declared here.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") nr => ret,
-            in("rdi") 0u64, in("rsi") 0u64, in("rdx") 0u64,
-            in("r10") 0u64, in("r8") 0u64, in("r9") 0u64,
-            lateout("rcx") _, lateout("r11") _,
-            options(nostack),
-        );
-    }
-    ret
+    syscall_insn(nr, 0, 0, 0, 0)
 }
 
 fn i386_call(nr: u32) -> i64 {
