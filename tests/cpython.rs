@@ -591,109 +591,112 @@ fn settle(
 
 #[test]
 fn settling_disputed_cases() {
-    let v = |s: &[&str]| s.iter().map(|o| o.to_string()).collect::<Vec<_>>();
     let host = Side::Persona("host");
-    let id = "test.test_x.T.test_y";
-    // Failed once under compatrun, passed when re-run: flaky, tolerated.
-    assert_eq!(
-        settle(
-            host,
-            id,
-            &v(&["pass", "pass", "pass"]),
-            &v(&["fail", "pass", "pass"]),
-            false
-        ),
-        Verdict::Flaky
-    );
-    // Fails every time under compatrun only: real.
-    assert_eq!(
-        settle(
-            host,
-            id,
-            &v(&["pass", "pass", "pass"]),
-            &v(&["fail", "fail", "fail"]),
-            false
-        ),
-        Verdict::Real
-    );
-    // Fails two times in three under compatrun only: real (never hidden as flaky).
-    assert_eq!(
-        settle(
-            host,
-            id,
-            &v(&["pass", "pass", "pass"]),
-            &v(&["fail", "pass", "fail"]),
-            false
-        ),
-        Verdict::Real
-    );
-    // Native fails the same way now and then: flaky natively, tolerated.
-    assert_eq!(
-        settle(
-            host,
-            id,
-            &v(&["pass", "fail", "pass"]),
-            &v(&["fail", "pass", "fail"]),
-            false
-        ),
-        Verdict::FlakyNative
-    );
-    // Not reached because the run died elsewhere, fine when re-run.
-    assert_eq!(
-        settle(
-            host,
-            id,
-            &v(&["pass", "pass", "pass"]),
-            &v(&[ABSENT, "pass", "pass"]),
-            true
-        ),
-        Verdict::NotReached
-    );
-    // The run dies under this very case every time: real.
-    assert_eq!(
-        settle(
-            host,
-            id,
-            &v(&["pass", "pass", "pass"]),
-            &v(&["aborted", "aborted", "aborted"]),
-            true
-        ),
-        Verdict::Real
-    );
-    // Under the legacy persona, an allowed difference counts as agreement.
     let legacy = Side::Persona(LEGACY.0);
+    let id = "test.test_x.T.test_y";
     let memfd = "test.test_os.MemfdCreateTests.test_memfd_create";
-    assert_eq!(
-        settle(
+    let pass3 = ["pass", "pass", "pass"];
+    // (why, side, case, native outcomes, guest outcomes, the run crashed, verdict)
+    type Case<'a> = (
+        &'a str,
+        Side,
+        &'a str,
+        [&'a str; 3],
+        [&'a str; 3],
+        bool,
+        Verdict,
+    );
+    let cases: [Case; 9] = [
+        (
+            "failed once, passed when re-run",
+            host,
+            id,
+            pass3,
+            ["fail", "pass", "pass"],
+            false,
+            Verdict::Flaky,
+        ),
+        (
+            "fails every time under compatrun only",
+            host,
+            id,
+            pass3,
+            ["fail", "fail", "fail"],
+            false,
+            Verdict::Real,
+        ),
+        (
+            "fails 2 in 3 under compatrun only: never hidden as flaky",
+            host,
+            id,
+            pass3,
+            ["fail", "pass", "fail"],
+            false,
+            Verdict::Real,
+        ),
+        (
+            "native fails the same way now and then",
+            host,
+            id,
+            ["pass", "fail", "pass"],
+            ["fail", "pass", "fail"],
+            false,
+            Verdict::FlakyNative,
+        ),
+        (
+            "not reached because the run died elsewhere",
+            host,
+            id,
+            pass3,
+            [ABSENT, "pass", "pass"],
+            true,
+            Verdict::NotReached,
+        ),
+        (
+            "the run dies under this very case every time",
+            host,
+            id,
+            pass3,
+            ["aborted", "aborted", "aborted"],
+            true,
+            Verdict::Real,
+        ),
+        (
+            "an allowed difference under the legacy persona",
             legacy,
             memfd,
-            &v(&["pass", "pass", "pass"]),
-            &v(&[ABSENT, "skip", "skip"]),
-            true
+            pass3,
+            [ABSENT, "skip", "skip"],
+            true,
+            Verdict::NotReached,
         ),
-        Verdict::NotReached
-    );
-    assert_eq!(
-        settle(
+        (
+            "a difference the allow-list does not explain",
             legacy,
             memfd,
-            &v(&["pass", "pass", "pass"]),
-            &v(&["fail", "fail", "fail"]),
-            false
+            pass3,
+            ["fail", "fail", "fail"],
+            false,
+            Verdict::Real,
         ),
-        Verdict::Real
-    );
-    // ... and under host nothing is allowed.
-    assert_eq!(
-        settle(
+        (
+            "under host nothing is allowed",
             host,
             memfd,
-            &v(&["pass", "pass", "pass"]),
-            &v(&["skip", "skip", "skip"]),
-            false
+            pass3,
+            ["skip", "skip", "skip"],
+            false,
+            Verdict::Real,
         ),
-        Verdict::Real
-    );
+    ];
+    let v = |s: &[&str]| s.iter().map(|o| o.to_string()).collect::<Vec<_>>();
+    for (why, side, case, native, guest, crashed, verdict) in cases {
+        assert_eq!(
+            settle(side, case, &v(&native), &v(&guest), crashed),
+            verdict,
+            "{why}"
+        );
+    }
 }
 
 struct Dispute {
