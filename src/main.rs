@@ -132,6 +132,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Says (at info level) whether the guest's open-file limit will be lowered.
 fn report_nofile(limit: Option<u64>) {
     let Some(limit) = limit else { return };
+    if !log::log_enabled!(log::Level::Info) {
+        return; // no file read at every start for a message nobody sees
+    }
     // The guest inherits our limits; /proc/self/limits shows them without unsafe code.
     let current = std::fs::read_to_string("/proc/self/limits")
         .ok()
