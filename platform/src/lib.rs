@@ -13,6 +13,7 @@
 pub mod contract;
 pub mod filter;
 pub mod mem;
+mod ns;
 pub mod ptrace;
 pub mod sys;
 

@@ -74,15 +74,7 @@ pub fn run<S: Supervisor>(
         source: e.into(),
     })?;
 
-    if cmd.pid_ns {
-        // Our next child is pid 1 of a new pid namespace (we stay outside it).
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).map_err(|e| {
-            PlatformError::Spawn {
-                op: "create a pid namespace",
-                source: e.into(),
-            }
-        })?;
-    }
+    crate::ns::enter(cmd)?;
     let mut child =
         spawn::spawn(&image).map_err(|source| PlatformError::Spawn { op: "fork", source })?;
     let root = child.pid;
