@@ -23,8 +23,14 @@ pub struct Cli {
     #[arg(short = 'k', long, value_name = "NAME|FILE", default_value = "host")]
     pub kernel_persona: String,
 
-    /// How system calls are caught.
-    #[arg(long, value_enum, default_value_t = PlatformChoice::Ptrace)]
+    /// How system calls are caught: `auto` picks per run (see --log info for why),
+    /// `ptrace` or `seccomp` (user notification) insist.
+    #[arg(
+        long,
+        value_enum,
+        env = "COMPATRUN_PLATFORM",
+        default_value_t = PlatformChoice::Auto
+    )]
     pub platform: PlatformChoice,
 
     /// Start the guest with its soft open-file limit at most N (legacy personas default
@@ -61,18 +67,82 @@ pub enum Command {
     },
 }
 
-/// The platforms compatrun can run a guest on.
+/// The platforms compatrun can run a guest on, as the command line names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PlatformChoice {
+    /// seccomp when it can do all the persona needs on this host, else ptrace.
+    Auto,
     /// ptrace with a seccomp filter: only caught calls stop the guest.
     Ptrace,
+    /// seccomp user notification: caught calls wait on compatrun; nothing is traced.
+    Seccomp,
+}
+
+/// A platform chosen for one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Platform {
+    /// See [`PlatformChoice::Ptrace`].
+    Ptrace,
+    /// See [`PlatformChoice::Seccomp`].
+    Seccomp,
+}
+
+/// What the host and the run allow, as `auto` weighs it.
+#[derive(Clone, Copy, Debug)]
+pub struct RunNeeds {
+    /// The persona wants to see signals (vsyscall emulation) before delivery.
+    pub wants_signals: bool,
+    /// The guest will run in its own pid namespace.
+    pub pid_ns: bool,
 }
 
 impl PlatformChoice {
+    /// Resolves `auto` for this run; logs the choice and its reason at info level.
+    pub fn resolve(self, needs: RunNeeds) -> Platform {
+        let (platform, why) = match self {
+            PlatformChoice::Ptrace => (Platform::Ptrace, "asked for".to_owned()),
+            PlatformChoice::Seccomp => (Platform::Seccomp, "asked for".to_owned()),
+            PlatformChoice::Auto => auto(needs),
+        };
+        log::info!("platform {}: {why}", platform.name());
+        platform
+    }
+}
+
+/// The `auto` rule (documented in README.md, "Platforms").
+fn auto(needs: RunNeeds) -> (Platform, String) {
+    if let Err(why) = platform::seccomp::supported() {
+        return (Platform::Ptrace, why);
+    }
+    if needs.wants_signals && !platform::host_has_vsyscall_page() {
+        return (
+            Platform::Ptrace,
+            "this host has no vsyscall page (vsyscall=none) and the persona's guests may call \
+             it; only ptrace sees the fault to emulate it"
+                .to_owned(),
+        );
+    }
+    if !needs.pid_ns {
+        return (
+            Platform::Ptrace,
+            "no pid namespace for the guest (it needs CAP_SYS_ADMIN, or a root filesystem \
+             run); the seccomp platform needs one to end the guest with compatrun"
+                .to_owned(),
+        );
+    }
+    (
+        Platform::Seccomp,
+        "seccomp user notification: process creation and forwarded calls at native speed"
+            .to_owned(),
+    )
+}
+
+impl Platform {
     /// The name as given on the command line.
     pub fn name(self) -> &'static str {
         match self {
-            PlatformChoice::Ptrace => "ptrace",
+            Platform::Ptrace => "ptrace",
+            Platform::Seccomp => "seccomp",
         }
     }
 
@@ -84,7 +154,8 @@ impl PlatformChoice {
     ) -> Result<ExitStatus, PlatformError> {
         let spec = sentry.intercept_spec().clone();
         match self {
-            PlatformChoice::Ptrace => platform::ptrace::run(command, &spec, &mut sentry),
+            Platform::Ptrace => platform::ptrace::run(command, &spec, &mut sentry),
+            Platform::Seccomp => platform::seccomp::run(command, &spec, &mut sentry),
         }
     }
 }

@@ -79,12 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
     };
     let persona = Persona::resolve(&cli.kernel_persona, &table)?;
-    log::info!(
-        "persona {}: {}; platform {}",
-        persona.name,
-        persona.description,
-        cli.platform.name()
-    );
+    log::info!("persona {}: {}", persona.name, persona.description);
     let nofile_soft = match cli.nofile {
         Some(0) => None,
         Some(n) => Some(n),
@@ -93,6 +88,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     report_nofile(nofile_soft);
     let pid_ns = cli.pid_ns.enabled();
     let sentry = Sentry::new(persona, &table).context("the built-in sysctl table is invalid")?;
+    let platform = cli.platform.resolve(cli::RunNeeds {
+        wants_signals: !sentry.intercept_spec().signals.is_empty(),
+        pid_ns,
+    });
     let synthetic_files = if pid_ns {
         sentry.synthetic_files()
     } else {
@@ -122,7 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         pid_ns,
         synthetic_files,
     };
-    let status = cli.platform.run(&command, sentry)?;
+    let status = platform.run(&command, sentry)?;
     log::debug!("guest finished: {status:?}");
     Ok(ExitCode::from(
         u8::try_from(status.code() & 0xff).unwrap_or(EXIT_FAILURE),

@@ -66,6 +66,18 @@ pub fn arch_tag(arch: Arch) -> u16 {
     }
 }
 
+/// The ABI and in-table number of a call as `seccomp_data` describes it (the audit
+/// architecture and the raw number, which carries the x32 bit for x32 calls).
+pub fn decode(audit_arch: u32, nr: u32) -> (Arch, u32) {
+    if audit_arch == AUDIT_ARCH_I386 {
+        (Arch::I386, nr)
+    } else if nr & X32_SYSCALL_BIT != 0 {
+        (Arch::X32, nr & !X32_SYSCALL_BIT)
+    } else {
+        (Arch::X86_64, nr)
+    }
+}
+
 /// The ABI for a trace-stop data value, if it is one of ours.
 pub fn arch_from_tag(tag: u64) -> Option<Arch> {
     Arch::ALL

@@ -6,15 +6,18 @@
 //! catch with an [`InterceptSpec`] and answers each caught call through the
 //! [`Supervisor`] trait (see [`contract`]).
 //!
-//! Backends: [`ptrace`] (seccomp `RET_TRACE` stops under `PTRACE_SEIZE`).
+//! Backends: [`ptrace`] (seccomp `RET_TRACE` stops under `PTRACE_SEIZE`) and [`seccomp`]
+//! (seccomp `RET_USER_NOTIF` on a listener fd, nothing traced).
 
 #![deny(missing_docs)]
 
 pub mod contract;
 pub mod filter;
+mod jobctl;
 pub mod mem;
 mod ns;
 pub mod ptrace;
+pub mod seccomp;
 pub mod sys;
 
 use std::ffi::OsString;
@@ -120,6 +123,38 @@ pub enum PlatformError {
     /// waitpid failed unexpectedly.
     #[error("waitpid failed: {0}")]
     Wait(nix::errno::Errno),
+}
+
+impl PlatformError {
+    /// The error for a guest's first process that failed before the guest program ran.
+    pub(crate) fn from_child(cmd: &GuestCommand, fail: sys::spawn::ChildFailure) -> Self {
+        use sys::spawn::ChildStage;
+        let program = cmd.program.to_string_lossy().into_owned();
+        let source = std::io::Error::from_raw_os_error(fail.errno);
+        match fail.stage {
+            ChildStage::Exec if fail.errno == libc::ENOENT => PlatformError::NotFound { program },
+            ChildStage::Exec => PlatformError::CannotExecute { program, source },
+            ChildStage::Filter => PlatformError::Filter { source },
+            ChildStage::Chdir => PlatformError::Spawn {
+                op: "chdir",
+                source,
+            },
+            ChildStage::Handshake => PlatformError::Spawn {
+                op: "handshake",
+                source,
+            },
+            ChildStage::Isolate => PlatformError::Spawn {
+                op: "set up the pid namespace (mount namespace, /proc)",
+                source,
+            },
+        }
+    }
+}
+
+/// Whether this host maps the legacy vsyscall page (`[vsyscall]` in our own maps: the
+/// kernel emulates calls into it, unless booted with `vsyscall=none`).
+pub fn host_has_vsyscall_page() -> bool {
+    std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("[vsyscall]"))
 }
 
 /// Finds `program` the way `execvp` would: a name with a slash is used as given,

@@ -23,9 +23,9 @@ use nix::unistd::{getpgid, getpgrp, Pid};
 
 pub use tracee::{PtraceThread, Stopped, TraceError};
 
-use crate::contract::{Arch, InterceptSpec, SignalVerdict, Supervisor, Syscall, Verdict};
-use crate::filter::{self, CatchAction, AUDIT_ARCH_I386, X32_SYSCALL_BIT};
-use crate::sys::spawn::{self, ChildImage, ChildStage};
+use crate::contract::{InterceptSpec, SignalVerdict, Supervisor, Syscall, Verdict};
+use crate::filter::{self, CatchAction};
+use crate::sys::spawn::{self, ChildImage};
 use crate::sys::{self, signals, WaitEvent};
 use crate::{ExitStatus, GuestCommand, PlatformError};
 
@@ -97,7 +97,7 @@ pub fn run<S: Supervisor>(
         threads: HashMap::from([(root, ThreadState::Running)]),
         root_status: None,
         signals: spec.signals.clone(),
-        tty: File::options().read(true).write(true).open("/dev/tty").ok(),
+        tty: crate::jobctl::open_tty(),
     };
     if !cmd.pid_ns {
         tracer.adopt_guest(root)?;
@@ -111,25 +111,7 @@ pub fn run<S: Supervisor>(
     drop(tracer);
     let status = result?;
     if let Some(fail) = child.failure() {
-        let program = cmd.program.to_string_lossy().into_owned();
-        let source = std::io::Error::from_raw_os_error(fail.errno);
-        return Err(match fail.stage {
-            ChildStage::Exec if fail.errno == libc::ENOENT => PlatformError::NotFound { program },
-            ChildStage::Exec => PlatformError::CannotExecute { program, source },
-            ChildStage::Filter => PlatformError::Filter { source },
-            ChildStage::Chdir => PlatformError::Spawn {
-                op: "chdir",
-                source,
-            },
-            ChildStage::Handshake => PlatformError::Spawn {
-                op: "handshake",
-                source,
-            },
-            ChildStage::Isolate => PlatformError::Spawn {
-                op: "set up the pid namespace (mount namespace, /proc)",
-                source,
-            },
-        });
+        return Err(PlatformError::from_child(cmd, fail));
     }
     Ok(status)
 }
@@ -320,13 +302,7 @@ impl Tracer {
         let (audit_arch, nr, args) = stopped.seccomp_call()?;
         #[allow(clippy::cast_possible_truncation)] // syscall numbers are 32-bit in seccomp_data
         let nr32 = nr as u32;
-        let (arch, nr) = if audit_arch == AUDIT_ARCH_I386 {
-            (Arch::I386, nr32)
-        } else if nr32 & X32_SYSCALL_BIT != 0 {
-            (Arch::X32, nr32 & !X32_SYSCALL_BIT)
-        } else {
-            (Arch::X86_64, nr32)
-        };
+        let (arch, nr) = filter::decode(audit_arch, nr32);
         let call = Syscall { arch, nr, args };
         let verdict = sup.syscall(&mut stopped.guest(), &call);
         trace!("[pid {pid}] {arch} syscall {nr} -> {verdict:?}");
@@ -336,38 +312,16 @@ impl Tracer {
         stopped.cont(0)
     }
 
-    /// The first process stopped (Ctrl-Z, SIGSTOP, SIGTTIN...): if we run in a terminal
-    /// session (a job of a job-control shell), stop ourselves with the same signal so the
-    /// shell sees the job stopped the same way, and on `fg`/`bg` pass the SIGCONT on.
+    /// The first process stopped: mirror it to our parent, and on `fg`/`bg` pass the
+    /// shell's SIGCONT on if the guest has left our process group.
     fn mirror_stop(&self, sig: Signal) {
-        // Only job-control stops: their SIGCONT always goes to the whole job (fg/bg), so
-        // it reaches us too. A SIGSTOP from outside may be undone by a SIGCONT sent to the
-        // guest alone, which a stopped compatrun would never see: the guest would hang.
-        if sig == Signal::SIGSTOP {
-            return;
-        }
-        let (Some(tty), Some(guest)) = (&self.tty, self.guest) else {
-            return;
-        };
-        let Ok(session) = nix::unistd::getsid(None) else {
-            return;
-        };
-        if tcgetsid(tty) != Some(session) {
-            return;
-        }
-        debug!("[pid {guest}] stopped by {sig:?}; stopping compatrun as its job");
-        signals::stop_self(sig);
-        // Continued: the shell's SIGCONT went to our process group; pass it on if the
-        // guest has left that group.
-        if getpgid(Some(guest)).ok() != Some(getpgrp()) {
-            let _ = kill(guest, Signal::SIGCONT);
-        }
+        let Some(guest) = self.guest else { return };
+        crate::jobctl::mirror_stop(self.tty.as_ref(), guest, sig, || {
+            if getpgid(Some(guest)).ok() != Some(getpgrp()) {
+                let _ = kill(guest, Signal::SIGCONT);
+            }
+        });
     }
-}
-
-/// The session a terminal belongs to (`tcgetsid`).
-fn tcgetsid(tty: &File) -> Option<Pid> {
-    nix::sys::termios::tcgetsid(tty).ok()
 }
 
 /// Unexpected ptrace events: a guest can cause them, so each is logged at debug level

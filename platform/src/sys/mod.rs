@@ -2,12 +2,13 @@
 //! standard library wrap safely. Every block names the invariant that makes it sound;
 //! callers outside this module see safe functions with validated inputs.
 
+pub mod notify;
 pub mod probe;
 pub mod signals;
 pub mod spawn;
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::unistd::Pid;
 
@@ -154,4 +155,62 @@ pub fn ptrace_cont(pid: Pid, sig: i32) -> nix::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, 0)`: signals exactly the process the pidfd
+/// names, never a later process that reused its pid.
+pub fn pidfd_kill(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    // SAFETY: the call takes a descriptor, a signal number and a null siginfo pointer
+    // (meaning "as kill(2) would"); no memory is passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The signal [`interrupt_thread`] uses: its handler does nothing, and it is installed
+/// without `SA_RESTART`, so a blocking call in the target thread returns EINTR.
+const WAKE_SIGNAL: i32 = libc::SIGURG;
+
+extern "C" fn ignore_wake(_: libc::c_int) {}
+
+/// Installs the do-nothing handler [`interrupt_thread`] relies on.
+pub fn install_wake_handler() -> io::Result<()> {
+    // SAFETY: `ignore_wake` is async-signal-safe (it does nothing); the sigaction struct
+    // is fully initialised before the call.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = ignore_wake as *const () as usize;
+        act.sa_flags = 0;
+        libc::sigemptyset(&mut act.sa_mask);
+        if libc::sigaction(WAKE_SIGNAL, &act, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Interrupts a blocking system call in `thread` (of this process), which must still be
+/// running (not yet joined).
+pub fn interrupt_thread(thread: libc::pthread_t) {
+    // SAFETY: the caller guarantees `thread` is a live thread of this process (its
+    // JoinHandle has not been joined), so the pthread_t is valid.
+    unsafe {
+        libc::pthread_kill(thread, WAKE_SIGNAL);
+    }
+}
+
+/// The calling thread's `pthread_t`, for [`interrupt_thread`].
+pub fn current_thread() -> libc::pthread_t {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    unsafe { libc::pthread_self() }
 }

@@ -15,6 +15,9 @@ static TARGET_PIDFD: AtomicI32 = AtomicI32::new(-1);
 static TARGET_PID: AtomicI32 = AtomicI32::new(-1);
 /// Set once the first guest process is gone: compatrun then only waits for what it left.
 static ROOT_GONE: AtomicBool = AtomicBool::new(false);
+/// Set in a pid namespace's init, which the kernel shields from its own signals' default
+/// actions: there, "end as the signal would" means `_exit(128 + N)`.
+static IS_INIT: AtomicBool = AtomicBool::new(false);
 
 /// Signals passed on to the guest. SIGCONT is handled by the tracer loop itself.
 pub const FORWARDED: [Signal; 11] = [
@@ -59,9 +62,13 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
             // Nobody to pass it to, but our caller still sees us running: end now, as
             // the signal's default action would; PTRACE_O_EXITKILL takes the guest
             // processes that are left along.
-            // SAFETY: signal(2) and raise(3) are async-signal-safe; after resetting to
-            // the default action, raising `sig` terminates this process.
+            // SAFETY: signal(2), raise(3) and _exit(2) are async-signal-safe; after
+            // resetting to the default action, raising `sig` terminates this process
+            // (an init ignores it, hence its _exit).
             unsafe {
+                if IS_INIT.load(Ordering::Relaxed) {
+                    libc::_exit(128 + sig);
+                }
                 libc::signal(sig, libc::SIG_DFL);
                 libc::raise(sig);
             }
@@ -120,6 +127,29 @@ pub fn install_forwarding() -> nix::Result<()> {
         }
     }
     Ok(())
+}
+
+/// In a pid namespace's init (between fork and exit, so async-signal-safe only): pass
+/// on what [`FORWARDED`] names and SIGCONT to the target set with [`set_target`], and
+/// end with `_exit(128 + N)` on a terminating signal once the target is gone. An init
+/// only receives signals it has a handler for, so without these it would drop them.
+pub fn init_forwarding() {
+    IS_INIT.store(true, Ordering::Relaxed);
+    for sig in FORWARDED
+        .iter()
+        .map(|s| *s as i32)
+        .chain(std::iter::once(libc::SIGCONT))
+    {
+        // SAFETY: `forward` is async-signal-safe (atomics and raw system calls only);
+        // the sigaction struct is fully initialised before the call.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = forward as *const () as usize;
+            act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+    }
 }
 
 /// Points forwarding at the guest process `pid`, reached through `pidfd` (which must

@@ -10,7 +10,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::unistd::Pid;
@@ -73,6 +73,9 @@ pub struct ChildImage {
     staging: Vec<Vec<CString>>,
     filter: Vec<Insn>,
     no_new_privs: bool,
+    /// Seccomp user notification: install the filter with a listener, send it to the
+    /// parent, and keep the pid namespace's init bound to the parent's life.
+    notify: bool,
 }
 
 fn cstring(s: &OsStr) -> io::Result<CString> {
@@ -130,7 +133,18 @@ impl ChildImage {
                 .collect(),
             filter,
             no_new_privs,
+            notify: false,
         })
+    }
+
+    /// Makes the guest's filter report to a listener that the parent receives
+    /// ([`Spawned::listener`]) instead of to a tracer, and the pid namespace's init report
+    /// the guest's job-control stops ([`Spawned::read_report`]). Needs a pid namespace:
+    /// the init dies with the parent (parent-death signal), and the kernel then kills
+    /// every process in the namespace, so no guest code runs unsupervised.
+    pub fn with_notify(mut self) -> Self {
+        self.notify = true;
+        self
     }
 }
 
@@ -141,6 +155,19 @@ pub struct Spawned {
     pub pid: Pid,
     go: Option<OwnedFd>,
     err: OwnedFd,
+    /// Notify mode: where the guest sends its listener.
+    listener: Option<OwnedFd>,
+    /// Notify mode: the init's reports of the guest's stops (2 bytes each).
+    report: Option<OwnedFd>,
+}
+
+/// A job-control change of the guest's first process, as its init reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestJobEvent {
+    /// Stopped by this signal.
+    Stopped(i32),
+    /// Continued.
+    Continued,
 }
 
 /// Why the child did not reach the guest program.
@@ -160,6 +187,34 @@ impl Spawned {
         };
         nix::unistd::write(&go, &[1u8]).map_err(io::Error::from)?;
         Ok(())
+    }
+
+    /// Notify mode: waits for the guest's seccomp listener. `Ok(None)` when the guest
+    /// failed before installing its filter (see [`Spawned::failure`] once it is reaped).
+    pub fn listener(&mut self) -> io::Result<Option<OwnedFd>> {
+        let Some(sock) = self.listener.take() else {
+            return Ok(None);
+        };
+        super::notify::recv_fd(sock.as_fd())
+    }
+
+    /// Notify mode: the descriptor the init's reports arrive on (readable when one is
+    /// waiting; EOF once the init is gone).
+    pub fn report_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.report.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// Notify mode: reads one report (call when [`Spawned::report_fd`] is readable);
+    /// `None` at EOF or on a malformed report.
+    pub fn read_report(&self) -> Option<GuestJobEvent> {
+        let fd = self.report.as_ref()?;
+        let mut buf = [0u8; 2];
+        let n = nix::unistd::read(fd, &mut buf).ok()?;
+        match (n, buf[0]) {
+            (2, b'S') => Some(GuestJobEvent::Stopped(i32::from(buf[1]))),
+            (2, b'C') => Some(GuestJobEvent::Continued),
+            _ => None,
+        }
     }
 
     /// After the child exited: what it reported, if it failed before the guest ran.
@@ -184,6 +239,18 @@ fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn spawn(image: &ChildImage) -> io::Result<Spawned> {
     let (go_r, go_w) = pipe_cloexec()?;
     let (err_r, err_w) = pipe_cloexec()?;
+    let (listen_parent, listen_child) = if image.notify {
+        let (a, b) = super::notify::socketpair()?;
+        (Some(a), Some(b))
+    } else {
+        (None, None)
+    };
+    let (report_r, report_w) = if image.notify {
+        let (r, w) = pipe_cloexec()?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
     let parent = nix::unistd::getpid();
 
     // Pointer arrays built before fork (the child must not allocate).
@@ -212,8 +279,25 @@ pub fn spawn(image: &ChildImage) -> io::Result<Spawned> {
     };
 
     // SAFETY: fork is sound here because the child runs only async-signal-safe code
-    // (child_main uses raw libc calls on memory prepared above and never returns).
-    let pid = unsafe { libc::fork() };
+    // (child_main uses raw libc calls on memory prepared above and never returns). With
+    // a pid namespace, a raw clone(CLONE_NEWPID) is the same fork into a new namespace;
+    // unlike unshare(CLONE_NEWPID) it leaves compatrun free to start threads after.
+    let pid = unsafe {
+        if image.pid_ns {
+            let flags = libc::CLONE_NEWPID | libc::SIGCHLD;
+            i32::try_from(libc::syscall(
+                libc::SYS_clone,
+                flags,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            ))
+            .unwrap_or(-1)
+        } else {
+            libc::fork()
+        }
+    };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -224,6 +308,8 @@ pub fn spawn(image: &ChildImage) -> io::Result<Spawned> {
             go_w: go_w.as_raw_fd(),
             err_r: err_r.as_raw_fd(),
             err_w: err_w.as_raw_fd(),
+            listen: listen_child.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            report: report_w.as_ref().map_or(-1, AsRawFd::as_raw_fd),
             image,
             argv: &argv,
             envp: &envp,
@@ -234,10 +320,14 @@ pub fn spawn(image: &ChildImage) -> io::Result<Spawned> {
     }
     drop(go_r);
     drop(err_w);
+    drop(listen_child);
+    drop(report_w);
     Ok(Spawned {
         pid: Pid::from_raw(pid),
         go: Some(go_w),
         err: err_r,
+        listener: listen_parent,
+        report: report_r,
     })
 }
 
@@ -247,6 +337,10 @@ struct ChildCtx<'a> {
     go_w: i32,
     err_r: i32,
     err_w: i32,
+    /// Notify mode: our end of the socket the listener goes to (else -1).
+    listen: i32,
+    /// Notify mode: the init's report pipe (else -1).
+    report: i32,
     image: &'a ChildImage,
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
@@ -315,8 +409,12 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
         }
         libc::close(ctx.go_r);
         // Seized with PTRACE_O_EXITKILL now: that guards us from here on, and the guest
-        // should see the parent-death signal it would natively have (none).
-        libc::prctl(libc::PR_SET_PDEATHSIG, 0u64, 0u64, 0u64, 0u64);
+        // should see the parent-death signal it would natively have (none). In notify
+        // mode we are the pid namespace's init and keep it: if compatrun dies, we die,
+        // and with us every process of the namespace. (A fork clears it for the guest.)
+        if !ctx.image.notify {
+            libc::prctl(libc::PR_SET_PDEATHSIG, 0u64, 0u64, 0u64, 0u64);
+        }
         if ctx.image.pid_ns {
             become_init(ctx); // returns in the guest's first process only
         }
@@ -339,8 +437,29 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
             child_fail(ctx, ChildStage::Filter, errno(), 125);
         }
         let prog: *const libc::sock_fprog = ctx.prog;
-        if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, prog) != 0 {
+        let flags = if ctx.image.notify {
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+        } else {
+            0
+        };
+        let listener = libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            prog,
+        );
+        if listener < 0 {
             child_fail(ctx, ChildStage::Filter, errno(), 125);
+        }
+        if ctx.image.notify {
+            // Hand the listener to compatrun and keep no copy: the guest must never be
+            // able to answer its own calls.
+            let fd = i32::try_from(listener).unwrap_or(-1);
+            if !super::notify::send_fd_raw(ctx.listen, fd) {
+                child_fail(ctx, ChildStage::Filter, errno(), 125);
+            }
+            libc::close(fd);
+            libc::close(ctx.listen);
         }
         libc::execve(
             ctx.image.path.as_ptr(),
@@ -404,19 +523,68 @@ fn become_init(ctx: &ChildCtx<'_>) {
             0u64,
         );
         libc::prctl(libc::PR_SET_DUMPABLE, 0u64, 0u64, 0u64, 0u64);
-        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
-            for fd in 0..1024 {
-                libc::close(fd);
+        init_main(ctx, pid)
+    }
+}
+
+/// The pid namespace's init after forking the guest's first process `guest`: reaps
+/// everything until the namespace is empty, then exits with the first process's status
+/// (128+N for a death by signal N). It holds no descriptor of the guest's or of our
+/// caller's, so their pipes close when the guest closes them.
+///
+/// In notify mode it also stands in for compatrun inside the namespace: signals compatrun
+/// passes on are forwarded to `guest`, and the guest's stops and continues are reported
+/// on the pipe so compatrun can mirror them to its own parent.
+fn init_main(ctx: &ChildCtx<'_>, guest: libc::pid_t) -> ! {
+    // SAFETY: async-signal-safe system calls on locals and on descriptors this process
+    // owns; the signal handlers installed use atomics and raw system calls only.
+    unsafe {
+        // Keep only the report pipe (as fd 0) and a pidfd of the guest (as fd 1).
+        let mut report = -1;
+        if ctx.report >= 0 {
+            let pidfd = i32::try_from(libc::syscall(libc::SYS_pidfd_open, guest, 0)).unwrap_or(-1);
+            let high_report = libc::fcntl(ctx.report, libc::F_DUPFD_CLOEXEC, 3);
+            let high_pidfd = libc::fcntl(pidfd, libc::F_DUPFD_CLOEXEC, 3);
+            if high_report >= 0 && libc::dup2(high_report, 0) == 0 {
+                report = 0;
             }
+            if high_pidfd >= 0 && libc::dup2(high_pidfd, 1) == 1 {
+                super::signals::set_target(guest, 1);
+            }
+            super::signals::init_forwarding();
+            close_from(2);
+        } else {
+            close_from(0);
         }
+        let options = if report >= 0 {
+            libc::WUNTRACED | libc::WCONTINUED
+        } else {
+            0
+        };
         let mut first: libc::c_int = 0;
         loop {
             let mut status: libc::c_int = 0;
-            let r = libc::waitpid(-1, &mut status, 0);
-            if r == pid {
-                first = status;
-            } else if r < 0 && errno() != libc::EINTR {
+            let r = libc::waitpid(-1, &mut status, options);
+            if r < 0 {
+                if errno() == libc::EINTR {
+                    continue;
+                }
                 break;
+            }
+            if r != guest {
+                continue;
+            }
+            let note = if libc::WIFSTOPPED(status) {
+                Some([b'S', u8::try_from(libc::WSTOPSIG(status)).unwrap_or(0)])
+            } else if libc::WIFCONTINUED(status) {
+                Some([b'C', 0])
+            } else {
+                first = status;
+                super::signals::root_gone();
+                None
+            };
+            if let (Some(note), true) = (note, report >= 0) {
+                libc::write(report, note.as_ptr().cast(), note.len());
             }
         }
         let code = if libc::WIFSIGNALED(first) {
@@ -425,6 +593,19 @@ fn become_init(ctx: &ChildCtx<'_>) {
             libc::WEXITSTATUS(first)
         };
         libc::_exit(code)
+    }
+}
+
+/// Closes every descriptor from `first` up.
+fn close_from(first: u32) {
+    // SAFETY: close_range and close take only descriptor numbers; nothing here uses the
+    // closed descriptors afterwards.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) != 0 {
+            for fd in first..1024 {
+                libc::close(i32::try_from(fd).unwrap_or(0));
+            }
+        }
     }
 }
 

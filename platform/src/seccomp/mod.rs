@@ -1,0 +1,293 @@
+//! The seccomp user-notification backend: caught calls wait on a listener fd instead of
+//! stopping under a tracer.
+//!
+//! Nothing is traced: children inherit the filter, so fork, clone and exec run at native
+//! speed, and the guest may ptrace its own children (strace, gdb). The guest always runs
+//! in its own pid namespace, whose init is bound to compatrun's life (parent-death
+//! signal): if compatrun dies, the kernel kills every guest process, so none ever runs
+//! unsupervised, and none can see, signal or attach to compatrun.
+//!
+//! compatrun runs two threads: the supervisor thread answers notifications (blocking in
+//! `SECCOMP_IOCTL_NOTIF_RECV`, woken on the calling thread's CPU where the kernel
+//! supports it); the main thread waits for the namespace to end, forwards signals, and
+//! mirrors the guest's job-control stops that the init reports.
+//!
+//! What this backend cannot do, and the ptrace backend can: see signals before delivery
+//! (so no vsyscall emulation where the host has no vsyscall page), and see exec events
+//! (so the vDSO's kernel-version note is not rewritten and the "kernel too old" hint is
+//! not given). [`Capabilities`] says so to whoever chooses a platform.
+
+mod guest;
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use log::{debug, trace, warn};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+
+use crate::contract::{InterceptSpec, Supervisor, Syscall, Verdict};
+use crate::filter::{self, CatchAction};
+use crate::sys::spawn::{self, ChildImage, GuestJobEvent};
+use crate::sys::{self, notify, signals};
+use crate::{ExitStatus, GuestCommand, PlatformError};
+
+use guest::{MemFiles, NotifiedThread};
+
+/// Whether this kernel offers seccomp user notification in a form compatrun can use.
+/// The error says why not.
+pub fn supported() -> Result<(), String> {
+    notify::check_sizes()
+        .map_err(|e| format!("this kernel has no usable seccomp user notification ({e})"))
+}
+
+/// Runs `cmd` under the seccomp-notification platform until every guest process is
+/// gone. `cmd.pid_ns` must be set: the pid namespace is what binds the guest's life to
+/// compatrun's.
+pub fn run<S: Supervisor + Send>(
+    cmd: &GuestCommand,
+    spec: &InterceptSpec,
+    sup: &mut S,
+) -> Result<ExitStatus, PlatformError> {
+    if !cmd.pid_ns {
+        return Err(PlatformError::Spawn {
+            op: "run without a pid namespace",
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "the seccomp platform needs the guest in its own pid namespace (so that it \
+                 dies with compatrun); use --pid-ns on, or --platform ptrace",
+            ),
+        });
+    }
+    supported().map_err(|msg| PlatformError::Spawn {
+        op: "use seccomp user notification",
+        source: std::io::Error::new(std::io::ErrorKind::Unsupported, msg),
+    })?;
+    let prog = filter::compile(spec, CatchAction::UserNotif);
+    let image = ChildImage::new(cmd, prog, !sys::has_cap_sys_admin())
+        .map_err(|source| PlatformError::Spawn {
+            op: "prepare",
+            source,
+        })?
+        .with_notify();
+    let setup = |op: &'static str| move |e: std::io::Error| PlatformError::Spawn { op, source: e };
+    signals::install_forwarding().map_err(|e| PlatformError::Spawn {
+        op: "install signal handlers",
+        source: e.into(),
+    })?;
+    sys::install_wake_handler().map_err(setup("install the wake-up handler"))?;
+    crate::ns::enter(cmd)?;
+    let mut child =
+        spawn::spawn(&image).map_err(|source| PlatformError::Spawn { op: "fork", source })?;
+    let init = child.pid;
+    let init_pidfd = sys::pidfd_open(init).map_err(setup("pidfd_open"))?;
+    signals::set_target(init.as_raw(), std::os::fd::AsRawFd::as_raw_fd(&init_pidfd));
+    child.release().map_err(setup("release the guest"))?;
+    let listener = child
+        .listener()
+        .map_err(setup("receive the seccomp listener"))?;
+    // The guest may not read or attach to us (it cannot even see us: its pid namespace).
+    nix::sys::prctl::set_dumpable(false).map_err(|e| PlatformError::Spawn {
+        op: "set non-dumpable",
+        source: e.into(),
+    })?;
+    let status = match listener {
+        Some(listener) => supervise(&child, &init_pidfd, listener, sup)?,
+        // The guest failed before its filter was in place: nothing to supervise.
+        None => wait_init(init)?,
+    };
+    signals::root_gone();
+    if let Some(fail) = child.failure() {
+        return Err(PlatformError::from_child(cmd, fail));
+    }
+    Ok(status)
+}
+
+/// Serves notifications on a second thread while this one waits for the namespace to
+/// end and mirrors the guest's stops.
+fn supervise<S: Supervisor + Send>(
+    child: &spawn::Spawned,
+    init_pidfd: &OwnedFd,
+    listener: OwnedFd,
+    sup: &mut S,
+) -> Result<ExitStatus, PlatformError> {
+    if notify::set_sync_wakeup(listener.as_fd()) {
+        debug!("seccomp listener: synchronous wake-ups");
+    }
+    let done = AtomicBool::new(false);
+    let server_thread = std::sync::OnceLock::new();
+    let tty = crate::jobctl::open_tty();
+    std::thread::scope(|scope| {
+        let server = std::thread::Builder::new()
+            .name("compatrun-supervisor".into())
+            .spawn_scoped(scope, || {
+                let _ = server_thread.set(sys::current_thread());
+                let mut guard = KillInitIfAbandoned {
+                    init_pidfd: init_pidfd.as_fd(),
+                    finished: false,
+                };
+                guard.finished = serve(listener.as_fd(), sup, &done);
+            })
+            .map_err(|source| PlatformError::Spawn {
+                op: "start the supervisor thread",
+                source,
+            });
+        let server = match server {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = sys::pidfd_kill(init_pidfd.as_fd(), libc::SIGKILL);
+                let _ = waitpid(child.pid, None);
+                return Err(e);
+            }
+        };
+        let status = wait_namespace(child, init_pidfd.as_fd(), tty.as_ref());
+        done.store(true, Ordering::Release);
+        // The supervisor thread returns once every filtered process is gone (the kernel
+        // wakes it); the interrupt covers kernels that do not.
+        while !server.is_finished() {
+            if let Some(&thread) = server_thread.get() {
+                sys::interrupt_thread(thread);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        status
+    })
+}
+
+/// Kills the namespace's init (and with it every guest process) if the supervisor
+/// thread ends before the run is over (an error, or a panic unwinding through it): a
+/// guest whose calls nobody answers would hang.
+struct KillInitIfAbandoned<'a> {
+    init_pidfd: BorrowedFd<'a>,
+    /// Set when the thread ended because the run is over.
+    finished: bool,
+}
+
+impl Drop for KillInitIfAbandoned<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            warn!("the supervisor thread stopped; ending the guest");
+            let _ = sys::pidfd_kill(self.init_pidfd, libc::SIGKILL);
+        }
+    }
+}
+
+/// The supervisor thread: answer every notification until the run is over (true) or the
+/// listener fails (false).
+fn serve<S: Supervisor>(listener: BorrowedFd<'_>, sup: &mut S, done: &AtomicBool) -> bool {
+    let mut mem = MemFiles::default();
+    loop {
+        let n = match notify::recv(listener) {
+            Ok(n) => n,
+            Err(e) => match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+                Errno::EINTR if done.load(Ordering::Acquire) => return true,
+                Errno::EINTR => continue,
+                // The caller vanished, or no process uses the filter any more.
+                Errno::ENOENT if hung_up(listener) => return true,
+                Errno::ENOENT => continue,
+                _ => {
+                    warn!("seccomp listener failed: {e}");
+                    return false;
+                }
+            },
+        };
+        let (arch, nr) = filter::decode(n.arch, n.nr);
+        let call = Syscall {
+            arch,
+            nr,
+            args: n.args,
+        };
+        let mut thread = NotifiedThread {
+            listener,
+            id: n.id,
+            tid: n.tid,
+            mem: &mut mem,
+        };
+        let verdict = sup.syscall(&mut thread, &call);
+        trace!("[pid {}] {arch} syscall {nr} -> {verdict:?}", n.tid);
+        let value = match verdict {
+            Verdict::Forward => None,
+            Verdict::Return(v) => Some(v),
+        };
+        if let Err(e) = notify::respond(listener, n.id, value) {
+            // ENOENT: the caller was killed while it waited.
+            debug!("[pid {}] reply not delivered: {e}", n.tid);
+        }
+    }
+}
+
+/// Whether no process uses the listener's filter any more.
+fn hung_up(listener: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(listener, PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}
+
+/// Waits until the namespace's init exits (the namespace is then empty), mirroring the
+/// guest's job-control stops meanwhile.
+fn wait_namespace(
+    child: &spawn::Spawned,
+    init_pidfd: BorrowedFd<'_>,
+    tty: Option<&std::fs::File>,
+) -> Result<ExitStatus, PlatformError> {
+    let mut reports_open = true;
+    loop {
+        let report_fd = child.report_fd().filter(|_| reports_open);
+        let mut fds = vec![PollFd::new(init_pidfd, PollFlags::POLLIN)];
+        if let Some(fd) = report_fd {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(PlatformError::Wait(e)),
+        }
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(PollFd::revents)
+                .is_some_and(|r| !r.is_empty())
+        };
+        let init_done = ready(0);
+        let report_ready = ready(1);
+        drop(fds);
+        if report_ready {
+            match child.read_report() {
+                Some(GuestJobEvent::Stopped(sig)) => {
+                    trace!("[pid {}] guest stopped by signal {sig}", child.pid);
+                    if let Ok(sig) = Signal::try_from(sig) {
+                        crate::jobctl::mirror_stop(tty, child.pid, sig, || {
+                            // The init passes it on to the guest.
+                            let _ = sys::pidfd_kill(init_pidfd, libc::SIGCONT);
+                        });
+                    }
+                }
+                Some(GuestJobEvent::Continued) => {}
+                None => reports_open = false,
+            }
+        }
+        if init_done {
+            return wait_init(child.pid);
+        }
+    }
+}
+
+/// Reaps the namespace's init: its exit status is the guest's first process's.
+fn wait_init(init: nix::unistd::Pid) -> Result<ExitStatus, PlatformError> {
+    loop {
+        match waitpid(init, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),
+            Ok(WaitStatus::Signaled(_, sig, core)) => {
+                return Ok(ExitStatus::Signaled {
+                    signal: sig as i32,
+                    core,
+                })
+            }
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(PlatformError::Wait(e)),
+        }
+    }
+}
