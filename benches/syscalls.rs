@@ -1,27 +1,30 @@
-//! Per-call costs, native and under compatrun (personas `host` and `2.6`).
+//! Per-call costs, native and under compatrun on both platforms (ptrace, seccomp) with
+//! personas `host` and `2.6`.
 //!
 //! A small C guest (`benches/guest/bench_guest.c`, built here with `cc -O2` into the
 //! target directory) runs one operation N times and prints the nanoseconds the loop took,
 //! measured inside the guest with `CLOCK_MONOTONIC`. Each criterion sample spawns
-//! `bench_guest OP N` natively or `compatrun --kernel-persona P -- bench_guest OP N` and
-//! reports the guest's own figure, so process and compatrun start-up are not counted.
+//! `bench_guest OP N` natively or `compatrun --platform X --kernel-persona P --
+//! bench_guest OP N` and reports the guest's own figure, so process and compatrun
+//! start-up are not counted.
 //!
-//! Groups (criterion ids `OP/MODE`):
+//! Groups (criterion ids `OP/MODE`, modes `native`, `ptrace-host`, `seccomp-2.6`...):
 //! - `getpid`: never caught by any persona (a call the filter lets through).
-//! - `uname`: emulated by the supervisor under `2.6` (a ptrace seccomp stop); native
-//!   under `host`.
+//! - `uname`: emulated by the supervisor under `2.6` (a ptrace seccomp stop, or a
+//!   notification); native under `host`.
 //! - `open-close`: `openat` + `close` of an ordinary file.
-//! - `fork-wait`, `fork-exec-wait` (of `/bin/true`): every new process is auto-attached
-//!   by the tracer, so these pay tracer round trips even when nothing is caught.
+//! - `fork-wait`, `fork-exec-wait` (of `/bin/true`): under ptrace every new process is
+//!   auto-attached by the tracer, so these pay tracer round trips even when nothing is
+//!   caught; under seccomp nothing is traced.
 //! - `getrandom`: refused with ENOSYS by the `2.6` filter itself (no stop).
-//! - `uname-placement`: the emulated `uname` under `2.6` with tracer and guest pinned to
-//!   one CPU (`same-cpu`), to two different CPUs (`cross-cpu`), and left to the
-//!   scheduler (`unpinned`).
+//! - `uname-placement`: the emulated `uname` under `2.6`, per platform, with compatrun and
+//!   guest pinned to one CPU (`same-cpu`), to two different CPUs (`cross-cpu`), and left
+//!   to the scheduler (`unpinned`).
 //!
-//! Run: `cargo bench --bench syscalls` (about 1.5 minutes). At the end, every benchmark
-//! is run again in interleaved rounds (native, host, 2.6, native, ...), so a burst of
-//! load elsewhere on a shared machine hits all modes alike, and a markdown table of the
-//! medians and their ratios to native is printed.
+//! Run: `cargo bench --bench syscalls` (about 3 minutes). At the end, every benchmark is
+//! run again in interleaved rounds (native, then each compatrun mode, native, ...), so a
+//! burst of load elsewhere on a shared machine hits all modes alike, and a markdown table
+//! of the medians and their ratios to native is printed.
 
 mod common;
 
@@ -29,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{record, Mode, MODES};
+use common::{record, Mode, MODES, PLATFORMS};
 use criterion::Criterion;
 
 /// The operations of the guest, in the order they are benchmarked.
@@ -135,7 +138,7 @@ fn check_guest(setup: &Setup) {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     for mode in modes(setup) {
-        let emulated = mode == Mode::Compatrun("2.6");
+        let emulated = mode.persona() == Some("2.6");
         for op in OPS {
             let (_, check) = run_guest(mode, &[], setup, op, 1);
             let expected = match op {
@@ -197,34 +200,51 @@ fn bench_placement(c: &mut Criterion, setup: &Setup) {
         return;
     };
     let mut group = c.benchmark_group(PLACEMENT);
-    for (id, outer, inner) in placements(a, b) {
-        group.bench_function(id, |bencher| {
-            bencher.iter_custom(|iters| {
-                let d = placed_uname(&outer, &inner, setup, iters);
-                record(PLACEMENT, id, d, iters);
-                d
+    for platform in PLATFORMS {
+        for (place, outer, inner) in placements(a, b) {
+            let id = format!("{platform}-{place}");
+            group.bench_function(&id, |bencher| {
+                bencher.iter_custom(|iters| {
+                    let d = placed_uname(platform, &outer, &inner, setup, iters);
+                    record(PLACEMENT, &id, d, iters);
+                    d
+                });
             });
-        });
+        }
     }
     group.finish();
 }
 
-/// `uname` N times under `2.6`, compatrun started by `outer`, the guest by `inner`.
-fn placed_uname(outer: &[String], inner: &[String], setup: &Setup, iters: u64) -> Duration {
+/// `uname` N times under `2.6` on `platform`, compatrun started by `outer`, the guest
+/// by `inner`.
+fn placed_uname(
+    platform: &'static str,
+    outer: &[String],
+    inner: &[String],
+    setup: &Setup,
+    iters: u64,
+) -> Duration {
+    let mode = Mode::Compatrun(platform, "2.6");
     if inner.is_empty() {
-        run_guest(Mode::Compatrun("2.6"), outer, setup, "uname", iters).0
+        run_guest(mode, outer, setup, "uname", iters).0
     } else {
-        run_pinned_guest(outer, inner, setup, iters)
+        run_pinned_guest(mode, outer, inner, setup, iters)
     }
 }
 
 /// `OUTER compatrun -k 2.6 -- INNER guest uname N`: INNER (taskset) moves the guest to
 /// another CPU after compatrun has started it.
-fn run_pinned_guest(outer: &[String], inner: &[String], setup: &Setup, iters: u64) -> Duration {
+fn run_pinned_guest(
+    mode: Mode,
+    outer: &[String],
+    inner: &[String],
+    setup: &Setup,
+    iters: u64,
+) -> Duration {
     let mut guest: Vec<String> = inner.to_vec();
     guest.push(setup.guest.to_string_lossy().into_owned());
     guest.extend(["uname".to_string(), iters.to_string()]);
-    let out = Mode::Compatrun("2.6")
+    let out = mode
         .command_with_prefix(outer, &guest)
         .stdin(Stdio::null())
         .output()
@@ -267,16 +287,20 @@ fn summary(setup: &Setup) {
     );
 
     if let (true, Some((a, b))) = (seen.iter().any(|g| g == PLACEMENT), setup.cpus) {
-        let cases: Vec<common::Case<'_>> = placements(a, b)
-            .into_iter()
-            .map(|(id, outer, inner)| common::Case {
-                group: PLACEMENT,
-                id: id.to_string(),
-                run: Box::new(move |n| placed_uname(&outer, &inner, setup, n)),
-            })
-            .collect();
+        let mut cases: Vec<common::Case<'_>> = Vec::new();
+        let mut columns = Vec::new();
+        for platform in PLATFORMS {
+            for (place, outer, inner) in placements(a, b) {
+                let id = format!("{platform}-{place}");
+                columns.push(id.clone());
+                cases.push(common::Case {
+                    group: PLACEMENT,
+                    id,
+                    run: Box::new(move |n| placed_uname(platform, &outer, &inner, setup, n)),
+                });
+            }
+        }
         let table = common::interleaved_rounds(&cases, ROUNDS, ROUND_TARGET);
-        let columns = ["same-cpu", "cross-cpu", "unpinned"].map(String::from);
         common::print_table(
             "emulated uname (2.6) by CPU placement",
             &note,

@@ -9,6 +9,7 @@ PKGS=(
   python3.11 libpython3.11-testsuite   # CPython's own regression tests, run under compatrun
   qemu-system-x86 busybox-static       # tests/vm: a vsyscall=none VM (kernel: target/vm-cache)
   python3-minimal mawk                 # `python3` and `awk` on PATH: programs.rs, tests/fixtures/ptydrive.py
+  strace gdb                           # debuggers inside a seccomp-platform guest: platforms.rs
 )
 
 missing=()

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need, then runs every test.
+# The test command: installs what the tests need, then runs every test once per
+# platform (COMPATRUN_PLATFORM, which compatrun reads as its default --platform).
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/test-deps.sh
-cargo test --workspace --release "$@"
+for platform in ptrace seccomp; do
+  echo "== the suite on the $platform platform" >&2
+  COMPATRUN_PLATFORM=$platform cargo test --workspace --release "$@"
+done

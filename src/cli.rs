@@ -94,6 +94,8 @@ pub struct RunNeeds {
     pub wants_signals: bool,
     /// The guest will run in its own pid namespace.
     pub pid_ns: bool,
+    /// The persona needs the program to see its version in the vDSO (exec events).
+    pub exec_hook: bool,
 }
 
 impl PlatformChoice {
@@ -119,6 +121,14 @@ fn auto(needs: RunNeeds) -> (Platform, String) {
             Platform::Ptrace,
             "this host has no vsyscall page (vsyscall=none) and the persona's guests may call \
              it; only ptrace sees the fault to emulate it"
+                .to_owned(),
+        );
+    }
+    if needs.exec_hook {
+        return (
+            Platform::Ptrace,
+            "the program's C library checks the kernel version at start-up (glibc before \
+             2.35) and reads it from the vDSO, which only ptrace can rewrite at exec"
                 .to_owned(),
         );
     }

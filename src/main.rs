@@ -88,10 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     report_nofile(nofile_soft);
     let pid_ns = cli.pid_ns.enabled();
     let sentry = Sentry::new(persona, &table).context("the built-in sysctl table is invalid")?;
-    let platform = cli.platform.resolve(cli::RunNeeds {
-        wants_signals: !sentry.intercept_spec().signals.is_empty(),
-        pid_ns,
-    });
+
     let synthetic_files = if pid_ns {
         sentry.synthetic_files()
     } else {
@@ -110,6 +107,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .collect();
     let path = std::env::var_os("PATH");
     let resolved = platform::resolve_program(program, path.as_deref())?;
+    let platform = cli.platform.resolve(cli::RunNeeds {
+        wants_signals: !sentry.intercept_spec().signals.is_empty(),
+        pid_ns,
+        exec_hook: cli.platform == cli::PlatformChoice::Auto
+            && sentry.needs_exec_hook(std::path::Path::new("/"), std::path::Path::new(&resolved)),
+    });
     let command = GuestCommand {
         program: resolved,
         argv: std::iter::once(program.clone())

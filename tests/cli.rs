@@ -225,7 +225,15 @@ fn where_ptrace_is_forbidden_compatrun_says_so_and_what_to_do() {
     let bin = compatrun_bin();
     let o = under(
         persona.to_str().expect("utf8"),
-        &[bin.to_str().expect("utf8"), "-k", "2.6", "--", "true"],
+        &[
+            bin.to_str().expect("utf8"),
+            "--platform",
+            "ptrace",
+            "-k",
+            "2.6",
+            "--",
+            "true",
+        ],
     );
     assert_eq!(o.status, 125, "{}", o.err());
     assert!(

@@ -571,7 +571,7 @@ fn a_guest_that_kills_compatrun_dies_with_it() {
     for persona in ["host", "2.6"] {
         let cmd = common::under_with(
             persona,
-            &["--pid-ns", "off"],
+            &["--pid-ns", "off", "--platform", "auto"], // ptrace: no pid namespace
             &["sh", "-c", script, "sh", sleep.path()],
         );
         let g = run_cmd(cmd, None);
@@ -620,7 +620,7 @@ fn sigterm_to_compatrun_acts_after_the_first_process_exited() {
     // Host pids, so the test can watch the first process from outside.
     let cmd = common::under_with(
         "2.6",
-        &["--pid-ns", "off"],
+        &["--pid-ns", "off", "--platform", "auto"], // ptrace: no pid namespace
         &["sh", "-c", script, "sh", sleep.path()],
     );
     let live = Live::spawn(cmd);

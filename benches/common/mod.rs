@@ -22,23 +22,36 @@ pub const COMPATRUN: &str = env!("CARGO_BIN_EXE_compatrun");
 pub enum Mode {
     /// Directly, without compatrun.
     Native,
-    /// `compatrun --kernel-persona PERSONA -- ...`.
-    Compatrun(&'static str),
+    /// `compatrun --platform PLATFORM --kernel-persona PERSONA -- ...`.
+    Compatrun(&'static str, &'static str),
 }
 
+/// The platforms, in the order of the summary's columns.
+pub const PLATFORMS: [&str; 2] = ["ptrace", "seccomp"];
+
 /// The modes every benchmark is run in, in the order of the summary's columns.
-pub const MODES: [Mode; 3] = [
+pub const MODES: [Mode; 5] = [
     Mode::Native,
-    Mode::Compatrun("host"),
-    Mode::Compatrun("2.6"),
+    Mode::Compatrun("ptrace", "host"),
+    Mode::Compatrun("seccomp", "host"),
+    Mode::Compatrun("ptrace", "2.6"),
+    Mode::Compatrun("seccomp", "2.6"),
 ];
 
 impl Mode {
-    /// The benchmark id: `native`, `compatrun-host`, `compatrun-2.6`.
+    /// The benchmark id: `native`, `ptrace-host`, `seccomp-2.6`...
     pub fn id(self) -> String {
         match self {
             Mode::Native => "native".to_string(),
-            Mode::Compatrun(p) => format!("compatrun-{p}"),
+            Mode::Compatrun(platform, persona) => format!("{platform}-{persona}"),
+        }
+    }
+
+    /// The persona, if compatrun runs the guest.
+    pub fn persona(self) -> Option<&'static str> {
+        match self {
+            Mode::Native => None,
+            Mode::Compatrun(_, persona) => Some(persona),
         }
     }
 
@@ -55,8 +68,10 @@ impl Mode {
         S: AsRef<std::ffi::OsStr>,
     {
         let mut full: Vec<OsString> = prefix.iter().map(|p| p.as_ref().to_owned()).collect();
-        if let Mode::Compatrun(persona) = self {
+        if let Mode::Compatrun(platform, persona) = self {
             full.push(COMPATRUN.into());
+            full.push("--platform".into());
+            full.push(platform.into());
             full.push("--kernel-persona".into());
             full.push(persona.into());
             full.push("--".into());

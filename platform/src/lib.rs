@@ -100,6 +100,13 @@ pub enum PlatformError {
         /// What the kernel said.
         source: nix::errno::Errno,
     },
+    /// Another seccomp user-notification supervisor already watches this process.
+    #[error(
+        "another seccomp user-notification supervisor already watches this process (the \
+         kernel allows one per process: compatrun --platform seccomp inside another, or a \
+         container runtime that uses one); use --platform ptrace"
+    )]
+    ListenerBusy,
     /// The seccomp filter could not be installed in the guest.
     #[error(
         "cannot install the seccomp filter; compatrun needs seccomp filters \
@@ -134,6 +141,7 @@ impl PlatformError {
         match fail.stage {
             ChildStage::Exec if fail.errno == libc::ENOENT => PlatformError::NotFound { program },
             ChildStage::Exec => PlatformError::CannotExecute { program, source },
+            ChildStage::Filter if fail.errno == libc::EBUSY => PlatformError::ListenerBusy,
             ChildStage::Filter => PlatformError::Filter { source },
             ChildStage::Chdir => PlatformError::Spawn {
                 op: "chdir",

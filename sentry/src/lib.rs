@@ -70,6 +70,13 @@ impl Sentry {
             .unwrap_or_default()
     }
 
+    /// Whether this persona needs exec-time work for `program` (resolved inside `root`,
+    /// the guest's `/`): it has a kernel version, and the program's C library checks
+    /// that version at start-up, reading it from the vDSO's note ("kernel too old").
+    pub fn needs_exec_hook(&self, root: &std::path::Path, program: &std::path::Path) -> bool {
+        self.persona.kernel.is_some() && handlers::too_old::checks_kernel_version(root, program)
+    }
+
     /// The persona in force.
     pub fn persona(&self) -> &Persona {
         &self.persona

@@ -112,7 +112,9 @@ pub fn native<S: AsRef<OsStr>>(argv: &[S]) -> Outcome {
 /// The `compatrun --kernel-persona PERSONA -- argv...` command, ready to adjust.
 pub fn under_cmd<S: AsRef<OsStr>>(persona: &str, argv: &[S]) -> Command {
     let mut cmd = Command::new(compatrun_bin());
-    cmd.arg("--kernel-persona").arg(persona).arg("--");
+    cmd.arg("--kernel-persona").arg(persona);
+    pinned_platform(&mut cmd);
+    cmd.arg("--");
     cmd.args(argv);
     cmd
 }
@@ -120,12 +122,40 @@ pub fn under_cmd<S: AsRef<OsStr>>(persona: &str, argv: &[S]) -> Command {
 /// `compatrun --kernel-persona PERSONA FLAGS... -- argv...`.
 pub fn under_with<S: AsRef<OsStr>>(persona: &str, flags: &[&str], argv: &[S]) -> Command {
     let mut cmd = Command::new(compatrun_bin());
-    cmd.arg("--kernel-persona")
-        .arg(persona)
-        .args(flags)
-        .arg("--");
+    cmd.arg("--kernel-persona").arg(persona);
+    pinned_platform(&mut cmd);
+    cmd.args(flags).arg("--");
     cmd.args(argv);
     cmd
+}
+
+/// The platform the suite runs on: `COMPATRUN_PLATFORM` (which compatrun itself reads
+/// as its default), else `auto`. `scripts/test.sh` runs the suite once per platform.
+pub fn platform() -> String {
+    std::env::var("COMPATRUN_PLATFORM").unwrap_or_else(|_| "auto".to_owned())
+}
+
+thread_local! {
+    /// A platform this test (thread) pinned with [`ptrace_only`].
+    static PINNED: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+fn pinned_platform(cmd: &mut Command) {
+    if let Some(p) = PINNED.with(std::cell::Cell::get) {
+        cmd.arg("--platform").arg(p);
+    }
+}
+
+/// For a test of something only the ptrace platform does: on the seccomp suite run it
+/// is skipped, visibly, with `why` (returns true: the caller returns); otherwise every
+/// compatrun this test (thread) starts through this helper runs with `--platform ptrace`.
+pub fn ptrace_only(test: &str, why: &str) -> bool {
+    if platform() == "seccomp" {
+        skip(test, &format!("the seccomp platform {why}"));
+        return true;
+    }
+    PINNED.with(|p| p.set(Some("ptrace")));
+    false
 }
 
 /// Runs `argv` under compatrun with `persona`.
@@ -152,6 +182,12 @@ pub fn compare<S: AsRef<OsStr> + std::fmt::Debug>(persona: &str, argv: &[S]) -> 
 pub fn skip(test: &str, reason: &str) {
     // Written to the real stderr (not the captured one) so the skip is always visible.
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {reason}");
+}
+
+/// Whether the tests run as root (the owner of /proc/self is the effective uid).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// Whether `program` can be found on PATH.

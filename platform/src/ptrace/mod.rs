@@ -217,8 +217,13 @@ impl Tracer {
                     debug!("[pid {pid}] new thread or process {child}");
                     self.threads.entry(child).or_insert(ThreadState::Starting);
                     if pid == self.root && self.guest.is_none() {
-                        self.adopt_guest(child)
-                            .map_err(|_| TraceError::Gone(child))?;
+                        // Without a pidfd (a kernel or persona without pidfd_open),
+                        // signals sent to compatrun are not passed on; the guest runs on.
+                        if let Err(e) = self.adopt_guest(child) {
+                            warn!(
+                                "[pid {child}] signals to compatrun will not reach the guest: {e}"
+                            );
+                        }
                     }
                 }
                 stopped.cont(0)

@@ -40,7 +40,22 @@ use guest::{MemFiles, NotifiedThread};
 /// The error says why not.
 pub fn supported() -> Result<(), String> {
     notify::check_sizes()
-        .map_err(|e| format!("this kernel has no usable seccomp user notification ({e})"))
+        .map_err(|e| format!("this kernel has no usable seccomp user notification ({e})"))?;
+    // Filtered already: another supervisor's listener would make ours impossible.
+    let filtered = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .is_some_and(|n| n > 0)
+    });
+    if filtered && !notify::listener_possible() {
+        return Err(
+            "another seccomp user-notification supervisor already watches compatrun (one \
+             listener per process); use --platform ptrace"
+                .to_owned(),
+        );
+    }
+    Ok(())
 }
 
 /// Runs `cmd` under the seccomp-notification platform until every guest process is

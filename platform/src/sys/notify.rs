@@ -152,42 +152,6 @@ pub fn id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
     }
 }
 
-/// Puts a copy of `fd` into the calling thread's process as its lowest free descriptor
-/// (close-on-exec if asked) while notification `id` is pending
-/// (`SECCOMP_IOCTL_NOTIF_ADDFD`); returns the descriptor number in the guest.
-pub fn add_fd(
-    listener: BorrowedFd<'_>,
-    id: u64,
-    fd: BorrowedFd<'_>,
-    cloexec: bool,
-) -> io::Result<i32> {
-    let mut addfd = libc::seccomp_notif_addfd {
-        id,
-        flags: 0,
-        srcfd: u32::try_from(fd.as_raw_fd())
-            .map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
-        newfd: 0,
-        newfd_flags: if cloexec {
-            u32::try_from(libc::O_CLOEXEC).unwrap_or(0)
-        } else {
-            0
-        },
-    };
-    // SAFETY: ADDFD reads one `seccomp_notif_addfd` from the pointer, a fully
-    // initialised local; `srcfd` is a descriptor we hold open for the call's duration.
-    let r = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_ADDFD,
-            &raw mut addfd,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(r)
-}
-
 /// A connected pair of `AF_UNIX` sequenced-packet sockets (EOF when the peer closes), close-on-exec: the guest's first
 /// process sends the listener on one end, compatrun receives it on the other.
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -285,5 +249,48 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
         // SAFETY: the kernel installed this descriptor in our table for us alone
         // (SCM_RIGHTS), so taking ownership is sound.
         return Ok(fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+    }
+}
+
+/// Whether this process could install a filter with a listener: the kernel allows one
+/// listener per process, so under another user-notification supervisor (compatrun
+/// inside compatrun, some container runtimes) it refuses with EBUSY. Tried in a forked
+/// child, so this process is never filtered.
+pub fn listener_possible() -> bool {
+    // One instruction: SECCOMP_RET_ALLOW.
+    let allow = [libc::sock_filter {
+        code: 0x06, // BPF_RET | BPF_K
+        jt: 0,
+        jf: 0,
+        k: 0x7fff_0000,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: allow.as_ptr().cast_mut(),
+    };
+    // SAFETY: the child makes only async-signal-safe system calls on memory prepared
+    // before the fork, then _exits; the parent only waits for it.
+    unsafe {
+        let pid = libc::fork();
+        if pid < 0 {
+            return false;
+        }
+        if pid == 0 {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1u64, 0u64, 0u64, 0u64);
+            let fd = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &raw const prog,
+            );
+            libc::_exit(if fd >= 0 { 0 } else { 1 });
+        }
+        let mut status = 0;
+        while libc::waitpid(pid, &mut status, 0) < 0 {
+            if *libc::__errno_location() != libc::EINTR {
+                return false;
+            }
+        }
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
     }
 }

@@ -161,6 +161,26 @@ fn examine(path: &std::path::Path, root: &std::path::Path) -> Verdict {
     })
 }
 
+/// Whether `program` (a path inside `root`, the guest's `/`) or the loader it names
+/// still compares the kernel's version with its own minimum at start-up (glibc before
+/// 2.35, static or dynamic). Such a program reads the version from the vDSO's note, which
+/// only a platform that sees exec events can rewrite. Unreadable files count as "no".
+pub fn checks_kernel_version(root: &std::path::Path, program: &std::path::Path) -> bool {
+    let has_check = |path: &std::path::Path| {
+        resolve_in_root(root, path)
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|data| {
+                let checks = data.windows(MESSAGE.len()).any(|w| w == MESSAGE);
+                (checks, interpreter(&data))
+            })
+    };
+    match has_check(program) {
+        Some((true, _)) => true,
+        Some((false, Some(loader))) => has_check(&loader).is_some_and(|(c, _)| c),
+        _ => false,
+    }
+}
+
 impl TooOld {
     /// After `tid`'s exec: note whether its loader will refuse `persona`'s version.
     pub fn execed(&mut self, tid: i32, persona: KernelVersion) {
