@@ -184,6 +184,12 @@ fn compatrun_emulates_the_vsyscall_page_under_vsyscall_none() {
         TEST,
         &[
             ("native", "./vsyscall all"),
+            // The seccomp platform never sees the fault: the guest dies as natively.
+            (
+                "seccomp",
+                "./compatrun --platform seccomp --kernel-persona rhel6 -- ./vsyscall all",
+            ),
+            ("auto", "./compatrun --log info --kernel-persona rhel6 -- true"),
             (
                 "emulated",
                 "./compatrun --kernel-persona rhel6 -- ./vsyscall all",
@@ -191,6 +197,15 @@ fn compatrun_emulates_the_vsyscall_page_under_vsyscall_none() {
         ],
     );
     assert_native_segv(&s["native"]);
+    assert_native_segv(&s["seccomp"]);
+    // auto (the default, which "emulated" used) picks ptrace here, and says why.
+    assert!(
+        s["auto"]
+            .out
+            .contains("platform ptrace: this host has no vsyscall page"),
+        "{:?}",
+        s["auto"]
+    );
     let g = &s["emulated"];
     assert_eq!(g.status, 0, "under compatrun:\n{}", g.out);
     for call in ["gettimeofday", "time", "getcpu"] {
