@@ -7,9 +7,10 @@
 # Columns, each only if the tool is installed and passes a probe (a failing probe is
 # reported under the table with the tool's own error):
 #   native                    the command as it is
-#   compatrun host            $COMPATRUN -k host -- CMD  (nothing caught: the cost of the
-#                             filter and of tracing process creation)
-#   compatrun 2.6             $COMPATRUN -k 2.6 -- CMD
+#   compatrun P host          $COMPATRUN --platform P -k host -- CMD, P = ptrace, seccomp
+#                             (nothing caught: the cost of the filter, and under ptrace of
+#                             tracing process creation)
+#   compatrun P 2.6           $COMPATRUN --platform P -k 2.6 -- CMD
 #   proot VERSION -k 2.6.32   for each proot in $PROOT (default: proot in PATH)
 #   qemu-x86_64 -r 2.6.32     qemu-user; it does not follow execve, so the children of the
 #                             first process run natively (rows marked †)
@@ -138,10 +139,12 @@ probe() { # probe LABEL PREFIX EXPECTED-RELEASE-PREFIX
   return 0
 }
 
-probe "compatrun host" "$COMPATRUN -k host --" "$(uname -r)" &&
-  RUNNERS+=("compatrun host|$COMPATRUN -k host --|compatrun")
-probe "compatrun 2.6" "$COMPATRUN -k 2.6 --" "2.6.32" &&
-  RUNNERS+=("compatrun 2.6|$COMPATRUN -k 2.6 --|compatrun")
+for platform in ptrace seccomp; do
+  probe "compatrun $platform host" "$COMPATRUN --platform $platform -k host --" "$(uname -r)" &&
+    RUNNERS+=("compatrun $platform host|$COMPATRUN --platform $platform -k host --|compatrun")
+  probe "compatrun $platform 2.6" "$COMPATRUN --platform $platform -k 2.6 --" "2.6.32" &&
+    RUNNERS+=("compatrun $platform 2.6|$COMPATRUN --platform $platform -k 2.6 --|compatrun")
+done
 
 PROOTS="${PROOT:-$(command -v proot || true)}"
 for p in $PROOTS; do
