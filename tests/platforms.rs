@@ -277,3 +277,38 @@ fn a_second_notification_supervisor_is_refused_clearly_and_auto_avoids_it() {
         auto.err()
     );
 }
+
+/// The supervisor is out of the guest's reach: in its pid namespace the guest sees only
+/// the init (pid 1), which ignores what the guest sends it, and no compatrun process at
+/// all. On both platforms.
+#[test]
+fn the_guest_cannot_see_or_signal_its_supervisor() {
+    if !is_root() {
+        skip(
+            "the_guest_cannot_see_or_signal_its_supervisor",
+            "the pid namespace needs CAP_SYS_ADMIN (run as root)",
+        );
+        return;
+    }
+    let script = "for s in KILL STOP TERM INT HUP; do kill -s $s 1 2>/dev/null; done; \
+                  cat /proc/[0-9]*/comm | grep -cx compatrun; \
+                  cat /proc/1/comm; echo still-here";
+    for platform in ["ptrace", "seccomp"] {
+        let o = compatrun(&[
+            "--platform",
+            platform,
+            "-k",
+            "2.6",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+        assert_eq!(
+            (o.status, o.out()),
+            (0, "0\ncompatrun-init\nstill-here\n".to_owned()),
+            "{platform}: {}",
+            o.err()
+        );
+    }
+}

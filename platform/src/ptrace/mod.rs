@@ -171,6 +171,13 @@ impl Tracer {
                 if self.signals.contains(&sig) && self.offer_signal(&mut stopped, sup)? {
                     return stopped.cont(0);
                 }
+                // The pid namespace's init: the kernel shields an init from stop signals
+                // sent inside its namespace, but not once a tracer re-injects them. A
+                // stopped init would reap nothing, so it never stops.
+                if pid == self.root && self.guest != Some(pid) && is_stop_signal(sig) {
+                    debug!("[pid {pid}] stop signal {sig} to the namespace's init ignored");
+                    return stopped.cont(0);
+                }
                 stopped.cont(sig)
             }
             WaitEvent::Event(pid, sig, event) => self.event(pid, sig, event, sup),

@@ -55,7 +55,25 @@ fn terminal_generated(sig: i32) -> bool {
     )
 }
 
+/// Whether `info` is a signal some process sent from inside our pid namespace (its pid is
+/// visible here; a sender in an ancestor namespace shows as pid 0, the kernel as
+/// `SI_KERNEL`).
+///
+/// # Safety
+/// `info` is null or the siginfo the kernel passed to an `SA_SIGINFO` handler.
+unsafe fn sent_from_inside(info: *const libc::siginfo_t) -> bool {
+    // SAFETY: per the contract, a non-null `info` is a valid siginfo; for user-sent
+    // signals (si_code <= 0) the kernel fills the `kill` member, which holds si_pid.
+    unsafe { !info.is_null() && (*info).si_code <= 0 && (*info).si_pid() != 0 }
+}
+
 extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // An init passes on only what comes from outside (compatrun, the terminal): what a
+    // guest process sends to pid 1 is ignored, as any pid namespace's init would.
+    // SAFETY: `info` is the siginfo the kernel passed to this SA_SIGINFO handler.
+    if IS_INIT.load(Ordering::Relaxed) && unsafe { sent_from_inside(info) } {
+        return;
+    }
     let fd = TARGET_PIDFD.load(Ordering::Relaxed);
     if fd < 0 {
         if ROOT_GONE.load(Ordering::Relaxed) && ends_compatrun(sig) {
