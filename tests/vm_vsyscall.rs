@@ -189,7 +189,10 @@ fn compatrun_emulates_the_vsyscall_page_under_vsyscall_none() {
                 "seccomp",
                 "./compatrun --platform seccomp --kernel-persona rhel6 -- ./vsyscall all",
             ),
-            ("auto", "./compatrun --log info --kernel-persona rhel6 -- true"),
+            (
+                "auto",
+                "./compatrun --log info --kernel-persona rhel6 -- true",
+            ),
             (
                 "emulated",
                 "./compatrun --kernel-persona rhel6 -- ./vsyscall all",
