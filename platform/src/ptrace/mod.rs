@@ -172,9 +172,14 @@ impl Tracer {
                     return stopped.cont(0);
                 }
                 // The pid namespace's init: the kernel shields an init from stop signals
-                // sent inside its namespace, but not once a tracer re-injects them. A
-                // stopped init would reap nothing, so it never stops.
-                if pid == self.root && self.guest != Some(pid) && is_stop_signal(sig) {
+                // sent inside its namespace (a guest's `kill -STOP 1`), but not once a
+                // tracer re-injects them, and a stopped init would reap nothing. Only
+                // those are dropped; a stop sent from outside acts, as it would.
+                if pid == self.root
+                    && self.guest != Some(pid)
+                    && is_stop_signal(sig)
+                    && stopped.signal_sent_from_inside()?
+                {
                     debug!("[pid {pid}] stop signal {sig} to the namespace's init ignored");
                     return stopped.cont(0);
                 }

@@ -108,6 +108,13 @@ impl Stopped {
         })
     }
 
+    /// Whether the pending signal was sent by a process inside this thread's own pid
+    /// namespace (not by the kernel, nor from an ancestor namespace).
+    pub fn signal_sent_from_inside(&self) -> Result<bool, TraceError> {
+        let info = check("GETSIGINFO", self.pid, ptrace::getsiginfo(self.pid))?;
+        Ok(sys::siginfo_sent_from_inside(&info))
+    }
+
     /// The registers a signal handler works with, plus the full set to write back.
     pub fn regs(&self) -> Result<(Regs, libc::user_regs_struct), TraceError> {
         let r = check("GETREGS", self.pid, ptrace::getregs(self.pid))?;

@@ -72,7 +72,8 @@ pub fn run<S: Supervisor + Send>(
             source: std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
                 "the seccomp platform needs the guest in its own pid namespace (so that it \
-                 dies with compatrun); use --pid-ns on, or --platform ptrace",
+                 dies with compatrun), which takes CAP_SYS_ADMIN (root) and --pid-ns auto \
+                 or on; otherwise use --platform ptrace",
             ),
         });
     }

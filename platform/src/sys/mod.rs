@@ -96,6 +96,15 @@ pub fn siginfo_code_addr(info: &libc::siginfo_t) -> (i32, u64) {
     (info.si_code, addr)
 }
 
+/// Whether a process sent this signal from inside the receiver's pid namespace: a
+/// user-sent signal (`si_code` <= 0) whose sender pid is visible there (a sender in an
+/// ancestor namespace shows as pid 0; the kernel's own signals have `si_code` > 0).
+pub fn siginfo_sent_from_inside(info: &libc::siginfo_t) -> bool {
+    // SAFETY: for user-sent signals (si_code <= 0, checked first) the kernel fills the
+    // `kill`/`rt` member of the union, whose first field is `si_pid`.
+    info.si_code <= 0 && unsafe { info.si_pid() } != 0
+}
+
 /// One `waitpid` report, with signal numbers kept raw (nix's decoding rejects real-time
 /// signals, 32 and up, which glibc itself sends: SIGSETXID, SIGCANCEL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
