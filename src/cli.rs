@@ -44,6 +44,38 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = PidNs::Auto)]
     pub pid_ns: PidNs,
 
+    /// Run the guest with DIR as its root filesystem (its own mount, pid and, with
+    /// --hostname, UTS namespace; an ordinary user gets a user namespace in which the
+    /// guest is root unless --user says otherwise).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<std::path::PathBuf>,
+
+    /// Bind a host path into the root filesystem: SRC:DST or SRC:DST:ro (repeatable;
+    /// DST must exist in the tree).
+    #[arg(long = "bind", value_name = "SRC:DST[:ro]", value_parser = parse_bind)]
+    pub binds: Vec<platform::Bind>,
+
+    /// Set an environment variable for the guest (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub envs: Vec<(String, String)>,
+
+    /// The guest's working directory (inside the root filesystem with --rootfs;
+    /// default there: /).
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<OsString>,
+
+    /// Run the guest as UID[:GID] (numbers; GID defaults to UID).
+    #[arg(long, value_name = "UID[:GID]", value_parser = parse_user)]
+    pub user: Option<(u32, u32)>,
+
+    /// The guest's host name, in its own UTS namespace (with --rootfs).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Do not bind the host's /etc/resolv.conf and /etc/hosts into the root filesystem.
+    #[arg(long)]
+    pub no_host_files: bool,
+
     /// compatrun's own log level (messages go to stderr, prefixed "compatrun:").
     #[arg(long, value_name = "LEVEL", default_value = "warn")]
     pub log: log::LevelFilter,
@@ -54,6 +86,43 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub subcommand: Option<Command>,
+}
+
+fn parse_bind(s: &str) -> Result<platform::Bind, String> {
+    let (src, rest) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected SRC:DST or SRC:DST:ro"))?;
+    let (dst, read_only) = match rest.rsplit_once(':') {
+        Some((dst, "ro")) => (dst, true),
+        Some((dst, "rw")) => (dst, false),
+        _ => (rest, false),
+    };
+    if src.is_empty() || !dst.starts_with('/') {
+        return Err(format!("{s:?}: SRC must be given and DST must be absolute"));
+    }
+    Ok(platform::Bind {
+        src: src.into(),
+        dst: dst.into(),
+        read_only,
+    })
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
+}
+
+fn parse_user(s: &str) -> Result<(u32, u32), String> {
+    let num = |x: &str| {
+        x.parse::<u32>()
+            .map_err(|_| format!("{s:?}: expected numeric UID[:GID]"))
+    };
+    match s.split_once(':') {
+        Some((u, g)) => Ok((num(u)?, num(g)?)),
+        None => num(s).map(|u| (u, u)),
+    }
 }
 
 /// Subcommands.

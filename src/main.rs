@@ -9,6 +9,7 @@ mod cli;
 mod personas;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -86,48 +87,137 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => persona.nofile,
     };
     report_nofile(nofile_soft);
-    let pid_ns = cli.pid_ns.enabled();
-    let sentry = Sentry::new(persona, &table).context("the built-in sysctl table is invalid")?;
-
-    let synthetic_files = if pid_ns {
-        sentry.synthetic_files()
-    } else {
-        if sentry.persona().uname.is_some() {
-            log::info!("no pid and mount namespace: /proc/version and /proc/sys/kernel show the host kernel");
-        }
-        Vec::new()
-    };
-    let env: Vec<OsString> = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut kv = k;
-            kv.push("=");
-            kv.push(v);
-            kv
-        })
-        .collect();
-    let path = std::env::var_os("PATH");
-    let resolved = platform::resolve_program(program, path.as_deref())?;
+    let mut sentry =
+        Sentry::new(persona, &table).context("the built-in sysctl table is invalid")?;
+    let (command, exec_target) = guest_command(&cli, program, args, nofile_soft, &mut sentry)?;
     let platform = cli.platform.resolve(cli::RunNeeds {
         wants_signals: !sentry.intercept_spec().signals.is_empty(),
-        pid_ns,
+        pid_ns: command.pid_ns,
         exec_hook: cli.platform == cli::PlatformChoice::Auto
-            && sentry.needs_exec_hook(std::path::Path::new("/"), std::path::Path::new(&resolved)),
+            && exec_target
+                .as_ref()
+                .is_some_and(|(root, prog)| sentry.needs_exec_hook(root, prog)),
     });
-    let command = GuestCommand {
-        program: resolved,
-        argv: std::iter::once(program.clone())
-            .chain(args.iter().cloned())
-            .collect(),
-        env,
-        cwd: None,
-        nofile_soft,
-        pid_ns,
-        synthetic_files,
-    };
     let status = platform.run(&command, sentry)?;
     log::debug!("guest finished: {status:?}");
     Ok(ExitCode::from(
         u8::try_from(status.code() & 0xff).unwrap_or(EXIT_FAILURE),
+    ))
+}
+
+/// What to run, and where its program is for the platform choice (the root it runs in,
+/// the program's path as seen from here), from the command line.
+fn guest_command(
+    cli: &Cli,
+    program: &OsString,
+    args: &[OsString],
+    nofile_soft: Option<u64>,
+    sentry: &mut Sentry,
+) -> anyhow::Result<(GuestCommand, Option<(PathBuf, PathBuf)>)> {
+    let as_root = platform::sys::has_cap_sys_admin();
+    let argv: Vec<OsString> = std::iter::once(program.clone())
+        .chain(args.iter().cloned())
+        .collect();
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    for (k, v) in &cli.envs {
+        env.retain(|(key, _)| key != k.as_str());
+        env.push((k.into(), v.into()));
+    }
+    let guest_path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone());
+    let env: Vec<OsString> = env
+        .into_iter()
+        .map(|(mut k, v)| {
+            k.push("=");
+            k.push(v);
+            k
+        })
+        .collect();
+    let Some(dir) = &cli.rootfs else {
+        if !cli.binds.is_empty() || cli.hostname.is_some() || cli.no_host_files {
+            anyhow::bail!("--bind, --hostname and --no-host-files need --rootfs");
+        }
+        if cli.user.is_some() && !as_root {
+            anyhow::bail!(
+                "--user without --rootfs needs root (an ordinary user cannot switch users)"
+            );
+        }
+        let pid_ns = cli.pid_ns.enabled();
+        let synthetic_files = if pid_ns {
+            sentry.synthetic_files()
+        } else {
+            if sentry.persona().uname.is_some() {
+                log::info!("no pid and mount namespace: /proc/version and /proc/sys/kernel show the host kernel");
+            }
+            Vec::new()
+        };
+        let resolved = platform::resolve_program(program, guest_path.as_deref())?;
+        let target = (PathBuf::from("/"), PathBuf::from(&resolved));
+        return Ok((
+            GuestCommand {
+                program: resolved,
+                argv,
+                env,
+                cwd: cli.workdir.clone(),
+                nofile_soft,
+                pid_ns,
+                synthetic_files,
+                root: None,
+                user: cli.user,
+                user_ns: None,
+            },
+            Some(target),
+        ));
+    };
+    if cli.pid_ns == cli::PidNs::Off {
+        anyhow::bail!("--rootfs needs the guest's own pid and mount namespace; drop --pid-ns off");
+    }
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => anyhow::bail!("--rootfs {}: not a directory", dir.display()),
+        Err(e) => anyhow::bail!("--rootfs {}: {e}", dir.display()),
+    }
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("--rootfs {}", dir.display()))?;
+    sentry.set_nodename(cli.hostname.as_deref());
+    let path = guest_path
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    // The program as the platform choice sees it: its first candidate in the tree.
+    let target = platform::rootfs::find_in_tree(&dir, program, &path).map(|p| (dir.clone(), p));
+    let (user, user_ns) = if as_root {
+        (cli.user, None)
+    } else {
+        let (uid, gid) = cli.user.unwrap_or((0, 0));
+        log::info!("an ordinary user: the guest runs in a user namespace as uid {uid}, gid {gid}");
+        (
+            None,
+            Some(platform::IdMap {
+                inside_uid: uid,
+                inside_gid: gid,
+            }),
+        )
+    };
+    Ok((
+        GuestCommand {
+            program: program.clone(),
+            argv,
+            env,
+            cwd: Some(cli.workdir.clone().unwrap_or_else(|| "/".into())),
+            nofile_soft,
+            pid_ns: true,
+            synthetic_files: sentry.synthetic_files(),
+            root: Some(platform::RootSetup {
+                dir: dir.into_os_string(),
+                binds: cli.binds.clone(),
+                host_files: !cli.no_host_files,
+                hostname: cli.hostname.clone().map(OsString::from),
+                path,
+            }),
+            user,
+            user_ns,
+        },
+        target,
     ))
 }
 

@@ -130,3 +130,55 @@ fn the_old_loader_checks_library_abi_tags_against_the_persona() {
     assert!(old.err().contains("cannot be preloaded"), "{}", old.err());
     assert_eq!((new.out(), new.err()), ("hi\n".to_owned(), String::new()));
 }
+
+/// The old tree as the guest's root filesystem (`--rootfs`), as root and as an ordinary
+/// user (uid 65534, in a user namespace where the guest is root): its own shell, its own
+/// files, the persona's identity.
+#[test]
+fn the_old_tree_runs_as_a_root_filesystem() {
+    let Some(root) = tree("the_old_tree_runs_as_a_root_filesystem") else {
+        return;
+    };
+    let root_s = root.to_str().expect("utf8 path");
+    let version = std::fs::read_to_string(root.join("etc/debian_version")).unwrap_or_default();
+    let script = "cat /etc/debian_version; uname -r; cat /proc/sys/kernel/osrelease; id -u";
+    let mut runs = vec![false];
+    if common::is_root() {
+        runs.push(true);
+    } else {
+        common::skip(
+            "the_old_tree_runs_as_a_root_filesystem (uid 65534)",
+            "starting as uid 65534 needs root",
+        );
+    }
+    for unprivileged in runs {
+        let mut cmd = if unprivileged {
+            let mut c = std::process::Command::new("setpriv");
+            c.args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(common::compatrun_bin());
+            c
+        } else {
+            std::process::Command::new(common::compatrun_bin())
+        };
+        cmd.args([
+            "-k", "rhel6", "--rootfs", root_s, "--", "/bin/sh", "-c", script,
+        ]);
+        let o = run_cmd(cmd, None);
+        assert_eq!(
+            (o.status, o.out()),
+            (
+                0,
+                format!("{version}2.6.32-754.el6.x86_64\n2.6.32-754.el6.x86_64\n0\n")
+            ),
+            "unprivileged={unprivileged}: {}",
+            o.err()
+        );
+    }
+}

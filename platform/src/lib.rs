@@ -17,6 +17,7 @@ mod jobctl;
 pub mod mem;
 mod ns;
 pub mod ptrace;
+pub mod rootfs;
 pub mod seccomp;
 pub mod sys;
 
@@ -46,6 +47,52 @@ pub struct GuestCommand {
     /// Files the guest sees with these contents instead of the host's (read-only bind
     /// mounts in the guest's mount namespace; only with `pid_ns`). Targets must exist.
     pub synthetic_files: Vec<(OsString, Vec<u8>)>,
+    /// A root filesystem for the guest (only with `pid_ns`): `program` is then looked up
+    /// inside it, on `RootSetup::path`.
+    pub root: Option<RootSetup>,
+    /// The user and group the guest's first process switches to before its filter and
+    /// exec (`--user` when compatrun is root; inside a user namespace the mapping does it).
+    pub user: Option<(u32, u32)>,
+    /// Enter a user namespace first, mapping compatrun's own ids to these (an ordinary
+    /// user gets the rights a pid and mount namespace need only this way).
+    pub user_ns: Option<IdMap>,
+}
+
+/// The one-to-one id mapping of a user namespace compatrun enters: compatrun's effective
+/// uid and gid outside appear as these inside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdMap {
+    /// The uid inside.
+    pub inside_uid: u32,
+    /// The gid inside.
+    pub inside_gid: u32,
+}
+
+/// The guest's root filesystem (`--rootfs`), set up by the pid namespace's init: see
+/// [`rootfs`] for what is mounted where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootSetup {
+    /// The directory that becomes `/`.
+    pub dir: OsString,
+    /// Host paths bound into the tree (`--bind SRC:DST[:ro]`).
+    pub binds: Vec<Bind>,
+    /// Bind the host's /etc/resolv.conf and /etc/hosts over the tree's (read-only).
+    pub host_files: bool,
+    /// The guest's host name, in its own UTS namespace.
+    pub hostname: Option<OsString>,
+    /// The PATH the program is looked up on inside the tree (when it has no slash).
+    pub path: OsString,
+}
+
+/// One `--bind`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    /// The host path.
+    pub src: OsString,
+    /// Where it appears inside the tree (absolute, as the guest sees it).
+    pub dst: OsString,
+    /// Mounted read-only.
+    pub read_only: bool,
 }
 
 /// How the guest's first process ended.
@@ -124,6 +171,25 @@ pub enum PlatformError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// An ordinary user's user namespace could not be made.
+    #[error(
+        "cannot create a user namespace, which an ordinary user needs for a root filesystem \
+         or the seccomp platform: the host forbids unprivileged user namespaces (see sysctl \
+         user.max_user_namespaces, kernel.unprivileged_userns_clone, or an AppArmor \
+         restriction on them); run compatrun as root"
+    )]
+    UserNamespace {
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// Setting up the root filesystem failed at one step.
+    #[error("cannot set up the root filesystem: {step}")]
+    Rootfs {
+        /// What the step did.
+        step: String,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
     /// The tracer lost track of its guest (a broken invariant, not a guest error).
     #[error(transparent)]
     Trace(#[from] ptrace::TraceError),
@@ -153,6 +219,19 @@ impl PlatformError {
             },
             ChildStage::Isolate => PlatformError::Spawn {
                 op: "set up the pid namespace (mount namespace, /proc)",
+                source,
+            },
+            ChildStage::Rootfs(i) => PlatformError::Rootfs {
+                step: cmd
+                    .root
+                    .as_ref()
+                    .and_then(|r| crate::rootfs::plan(r).ok())
+                    .and_then(|p| p.steps.get(usize::from(i)).map(|(_, what)| what.clone()))
+                    .unwrap_or_else(|| format!("step {i}")),
+                source,
+            },
+            ChildStage::User => PlatformError::Spawn {
+                op: "switch to the requested user and group",
                 source,
             },
         }

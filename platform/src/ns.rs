@@ -1,13 +1,30 @@
 //! The namespaces compatrun itself enters before it forks the guest (every platform
-//! calls [`enter`] at the same point, while compatrun is still single-threaded). The
-//! guest's pid namespace is made by the fork itself (`sys::spawn`), its mount namespace
-//! by the namespace's init (`sys::spawn::become_init`).
+//! calls [`enter`] at the same point, while compatrun is still single-threaded): a user
+//! namespace, for an ordinary user who needs a pid and mount namespace (a root
+//! filesystem, the seccomp platform). The guest's pid namespace is made by the fork
+//! itself (`sys::spawn`), its mount namespace by the namespace's init
+//! (`sys::spawn::become_init`).
 
 use crate::{GuestCommand, PlatformError};
 
 /// Prepares compatrun's own process for forking `cmd`'s guest. Must run while compatrun
 /// is single-threaded and before the fork.
 pub(crate) fn enter(cmd: &GuestCommand) -> Result<(), PlatformError> {
-    let _ = cmd;
+    let Some(map) = cmd.user_ns else {
+        return Ok(());
+    };
+    let uid = nix::unistd::geteuid();
+    let gid = nix::unistd::getegid();
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| PlatformError::UserNamespace { source: e.into() })?;
+    // One id each way: compatrun's own, as `map` says. setgroups must be refused before
+    // an unprivileged process may write its gid map.
+    let write = |file: &str, text: String| {
+        std::fs::write(format!("/proc/self/{file}"), text)
+            .map_err(|source| PlatformError::UserNamespace { source })
+    };
+    write("setgroups", "deny".to_owned())?;
+    write("uid_map", format!("{} {uid} 1\n", map.inside_uid))?;
+    write("gid_map", format!("{} {gid} 1\n", map.inside_gid))?;
     Ok(())
 }

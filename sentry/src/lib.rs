@@ -34,6 +34,7 @@ pub struct Sentry {
     too_old: handlers::too_old::TooOld,
     sysctl: handlers::sysctl::SysctlTable,
     identity_files: Vec<(std::ffi::OsString, Vec<u8>)>,
+    nodename: Option<Vec<u8>>,
 }
 
 impl Sentry {
@@ -52,6 +53,7 @@ impl Sentry {
             spec: policy.spec,
             dispatch: policy.dispatch,
             too_old: handlers::too_old::TooOld::default(),
+            nodename: None,
         })
     }
 
@@ -77,6 +79,12 @@ impl Sentry {
         self.persona.kernel.is_some() && handlers::too_old::checks_kernel_version(root, program)
     }
 
+    /// The host name the guest's own UTS namespace has (`--hostname`): the emulated
+    /// `uname` reports it instead of compatrun's.
+    pub fn set_nodename(&mut self, name: Option<&str>) {
+        self.nodename = name.map(|n| n.as_bytes().to_vec());
+    }
+
     /// The persona in force.
     pub fn persona(&self) -> &Persona {
         &self.persona
@@ -92,7 +100,7 @@ impl Supervisor for Sentry {
             .map(|(_, _, h)| *h);
         match (handler, &self.persona.uname) {
             (Some(Handler::Uname(layout)), Some(id)) => {
-                handlers::uname::handle(thread, call, id, layout)
+                handlers::uname::handle(thread, call, id, layout, self.nodename.as_deref())
             }
             (Some(Handler::Removed(which)), _) => handlers::removed::handle(thread, call, which),
             (Some(Handler::Sysctl), _) => {

@@ -4,6 +4,7 @@
 
 pub mod notify;
 pub mod probe;
+pub(crate) mod rootfs;
 pub mod signals;
 pub mod spawn;
 

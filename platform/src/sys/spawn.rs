@@ -31,6 +31,10 @@ pub enum ChildStage {
     Exec,
     /// Setting up the pid namespace's init (mount namespace, /proc, fork).
     Isolate,
+    /// Setting up the root filesystem: the plan's step with this index failed.
+    Rootfs(u16),
+    /// Switching to the requested user and group.
+    User,
 }
 
 impl ChildStage {
@@ -41,16 +45,27 @@ impl ChildStage {
             ChildStage::Filter => 3,
             ChildStage::Exec => 4,
             ChildStage::Isolate => 5,
+            ChildStage::Rootfs(_) => 6,
+            ChildStage::User => 7,
         }
     }
 
-    fn from_code(c: u8) -> Option<Self> {
+    fn detail(self) -> u16 {
+        match self {
+            ChildStage::Rootfs(i) => i,
+            _ => 0,
+        }
+    }
+
+    fn from_code(c: u8, detail: u16) -> Option<Self> {
         [
             Self::Handshake,
             Self::Chdir,
             Self::Filter,
             Self::Exec,
             Self::Isolate,
+            Self::Rootfs(detail),
+            Self::User,
         ]
         .into_iter()
         .find(|s| s.code() == c)
@@ -76,6 +91,12 @@ pub struct ChildImage {
     /// Seccomp user notification: install the filter with a listener, send it to the
     /// parent, and keep the pid namespace's init bound to the parent's life.
     notify: bool,
+    /// The root filesystem's plan, carried out by the init.
+    rootfs: Option<crate::rootfs::Plan>,
+    /// With a root filesystem: where the program may be inside it, tried in order.
+    candidates: Vec<CString>,
+    /// The user and group the guest's first process switches to.
+    user: Option<(u32, u32)>,
 }
 
 fn cstring(s: &OsStr) -> io::Result<CString> {
@@ -134,6 +155,15 @@ impl ChildImage {
             filter,
             no_new_privs,
             notify: false,
+            rootfs: cmd.root.as_ref().map(crate::rootfs::plan).transpose()?,
+            candidates: match &cmd.root {
+                Some(root) => crate::rootfs::candidates(&cmd.program, &root.path)
+                    .iter()
+                    .map(|c| cstring(c))
+                    .collect::<io::Result<_>>()?,
+                None => Vec::new(),
+            },
+            user: cmd.user,
         })
     }
 
@@ -220,12 +250,12 @@ impl Spawned {
     /// After the child exited: what it reported, if it failed before the guest ran.
     /// (The pipe is close-on-exec, so a successful exec leaves it empty.)
     pub fn failure(&self) -> Option<ChildFailure> {
-        let mut buf = [0u8; 5];
+        let mut buf = [0u8; 7];
         let n = nix::unistd::read(&self.err, &mut buf).ok()?;
         if n != buf.len() {
             return None;
         }
-        let stage = ChildStage::from_code(buf[0])?;
+        let stage = ChildStage::from_code(buf[0], u16::from_ne_bytes([buf[5], buf[6]]))?;
         let errno = i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]);
         Some(ChildFailure { stage, errno })
     }
@@ -357,7 +387,8 @@ fn errno() -> i32 {
 /// Reports `stage` and the current errno on the error pipe and exits (never returns).
 fn child_fail(ctx: &ChildCtx<'_>, stage: ChildStage, err: i32, code: i32) -> ! {
     let e = err.to_ne_bytes();
-    let msg = [stage.code(), e[0], e[1], e[2], e[3]];
+    let d = stage.detail().to_ne_bytes();
+    let msg = [stage.code(), e[0], e[1], e[2], e[3], d[0], d[1]];
     // SAFETY: write(2) and _exit(2) are async-signal-safe; `msg` is a live stack buffer
     // of the length passed.
     unsafe {
@@ -418,6 +449,17 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
         if ctx.image.pid_ns {
             become_init(ctx); // returns in the guest's first process only
         }
+        let mut dropped_privileges = false;
+        if let Some((uid, gid)) = ctx.image.user {
+            let groups = [gid];
+            if libc::setgroups(1, groups.as_ptr()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                child_fail(ctx, ChildStage::User, errno(), 125);
+            }
+            dropped_privileges = uid != 0;
+        }
         if let Some(cwd) = &ctx.image.cwd {
             if libc::chdir(cwd.as_ptr()) != 0 {
                 child_fail(ctx, ChildStage::Chdir, errno(), 125);
@@ -431,7 +473,7 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
                 libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
             }
         }
-        if ctx.image.no_new_privs
+        if (ctx.image.no_new_privs || dropped_privileges)
             && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1u64, 0u64, 0u64, 0u64) != 0
         {
             child_fail(ctx, ChildStage::Filter, errno(), 125);
@@ -461,6 +503,9 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
             libc::close(fd);
             libc::close(ctx.listen);
         }
+        if !ctx.image.candidates.is_empty() {
+            exec_candidates(ctx);
+        }
         libc::execve(
             ctx.image.path.as_ptr(),
             ctx.argv.as_ptr(),
@@ -476,6 +521,36 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
     }
 }
 
+/// Execs the first of the program's candidate paths (inside the root filesystem) that
+/// the kernel takes, as `execvp` does; fails with 127 if none exists, 126 if one exists
+/// but cannot run. Never returns.
+fn exec_candidates(ctx: &ChildCtx<'_>) -> ! {
+    let mut first_error = libc::ENOENT;
+    for path in &ctx.image.candidates {
+        // SAFETY: execve on NUL-terminated strings and NULL-terminated pointer arrays
+        // prepared before fork; it returns only on failure.
+        let e = unsafe {
+            libc::execve(path.as_ptr(), ctx.argv.as_ptr(), ctx.envp.as_ptr());
+            errno()
+        };
+        if e == libc::ENOEXEC {
+            // SAFETY: as above (/bin/sh inside the tree, like execvp's fallback).
+            unsafe {
+                libc::execve(c"/bin/sh".as_ptr(), ctx.sh_argv.as_ptr(), ctx.envp.as_ptr());
+            }
+        }
+        if e != libc::ENOENT && e != libc::ENOTDIR && first_error == libc::ENOENT {
+            first_error = e;
+        }
+    }
+    let code = if first_error == libc::ENOENT {
+        127
+    } else {
+        126
+    };
+    child_fail(ctx, ChildStage::Exec, first_error, code)
+}
+
 /// In a fresh pid namespace (we are its pid 1): mount a /proc that shows only this
 /// namespace, fork the guest's first process (returns in it) and, here, reap everything
 /// until the namespace is empty, then exit with the first process's status. Holding no
@@ -484,7 +559,12 @@ fn become_init(ctx: &ChildCtx<'_>) {
     // SAFETY: async-signal-safe system calls on constant C strings and on locals; after
     // fork the parent branch never returns (it ends in _exit).
     unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+        let uts = if ctx.image.rootfs.as_ref().is_some_and(|p| p.new_uts) {
+            libc::CLONE_NEWUTS
+        } else {
+            0
+        };
+        if libc::unshare(libc::CLONE_NEWNS | uts) != 0 {
             child_fail(ctx, ChildStage::Isolate, errno(), 125);
         }
         let none = std::ptr::null::<libc::c_char>();
@@ -495,13 +575,20 @@ fn become_init(ctx: &ChildCtx<'_>) {
             libc::MS_REC | libc::MS_PRIVATE,
             std::ptr::null(),
         ) != 0
-            || libc::mount(
-                c"proc".as_ptr(),
-                c"/proc".as_ptr(),
-                c"proc".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                std::ptr::null(),
-            ) != 0
+        {
+            child_fail(ctx, ChildStage::Isolate, errno(), 125);
+        }
+        if let Some(plan) = &ctx.image.rootfs {
+            if let Err((i, e)) = super::rootfs::carry_out(plan) {
+                child_fail(ctx, ChildStage::Rootfs(i), e, 125);
+            }
+        } else if libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        ) != 0
         {
             child_fail(ctx, ChildStage::Isolate, errno(), 125);
         }

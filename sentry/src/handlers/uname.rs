@@ -25,8 +25,9 @@ pub enum Layout {
     OldOld,
 }
 
-/// The six fields, in `struct new_utsname` order.
-fn fields(id: &Uname, arch: Arch) -> Result<[Vec<u8>; 6], i32> {
+/// The six fields, in `struct new_utsname` order; `nodename` replaces the host's (the
+/// guest's own UTS namespace, `--hostname`).
+fn fields(id: &Uname, arch: Arch, nodename: Option<&[u8]>) -> Result<[Vec<u8>; 6], i32> {
     let host = nix::sys::utsname::uname().map_err(|e| e as i32)?;
     let bytes = |s: &std::ffi::OsStr| std::os::unix::ffi::OsStrExt::as_bytes(s).to_vec();
     // The kernel reports i686 to 32-bit callers only under PER_LINUX32; a plain compat
@@ -38,7 +39,7 @@ fn fields(id: &Uname, arch: Arch) -> Result<[Vec<u8>; 6], i32> {
     };
     Ok([
         bytes(host.sysname()),
-        bytes(host.nodename()),
+        nodename.map_or_else(|| bytes(host.nodename()), <[u8]>::to_vec),
         id.release.as_bytes().to_vec(),
         id.version.as_bytes().to_vec(),
         machine,
@@ -68,8 +69,9 @@ pub fn handle<G: GuestThread>(
     call: &Syscall,
     id: &Uname,
     layout: Layout,
+    nodename: Option<&[u8]>,
 ) -> Verdict {
-    let fields = match fields(id, call.arch) {
+    let fields = match fields(id, call.arch, nodename) {
         Ok(f) => f,
         Err(errno) => return Verdict::errno(errno),
     };
