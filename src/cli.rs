@@ -50,6 +50,13 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<std::path::PathBuf>,
 
+    /// Run the guest in a container image: a `docker save`/`podman save` archive or an
+    /// OCI image layout (directory or tar). Its layers are unpacked into a cache (reused
+    /// next time); the guest writes to a throw-away overlay. The image's Env, Entrypoint,
+    /// Cmd, WorkingDir and User are the defaults.
+    #[arg(long, value_name = "PATH", conflicts_with = "rootfs")]
+    pub image: Option<std::path::PathBuf>,
+
     /// Bind a host path into the root filesystem: SRC:DST or SRC:DST:ro (repeatable;
     /// DST must exist in the tree).
     #[arg(long = "bind", value_name = "SRC:DST[:ro]", value_parser = parse_bind)]
@@ -128,11 +135,31 @@ fn parse_user(s: &str) -> Result<(u32, u32), String> {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The image cache: `list`, `prune`, or `prepare PATH` (unpack and print the tree).
+    Images {
+        /// What to do.
+        #[command(subcommand)]
+        action: ImagesAction,
+    },
     /// List the built-in personas, or show what one persona changes.
     Personas {
         /// A persona name or file to describe in full.
         #[arg(value_name = "NAME|FILE")]
         persona: Option<String>,
+    },
+}
+
+/// `compatrun images ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImagesAction {
+    /// The cached trees, with their sizes.
+    List,
+    /// Remove every cached tree (and anything a run left behind).
+    Prune,
+    /// Unpack an image into the cache (verifying it) and print its tree's path.
+    Prepare {
+        /// The image: a docker-archive or an OCI layout (directory or tar).
+        path: std::path::PathBuf,
     },
 }
 

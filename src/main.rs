@@ -6,6 +6,7 @@
 //! not found (the `env`/`chroot`/`timeout` convention).
 
 mod cli;
+mod image;
 mod personas;
 
 use std::ffi::OsString;
@@ -17,7 +18,7 @@ use clap::Parser;
 use platform::{GuestCommand, PlatformError};
 use sentry::{Persona, Sentry, SyscallTable};
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, ImagesAction};
 
 /// compatrun's own failure.
 const EXIT_FAILURE: u8 = 125;
@@ -72,11 +73,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             personas::print(&table, persona.as_deref())?;
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Command::Images { action }) => {
+            images_command(action)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         None => {}
     }
-    let Some((program, args)) = cli.command.split_first() else {
+    let prepared = match &cli.image {
+        Some(path) => {
+            use std::io::IsTerminal;
+            let cache = image::cache_dir()?;
+            Some(image::prepare(
+                path,
+                &cache,
+                std::io::stderr().is_terminal(),
+            )?)
+        }
+        None => None,
+    };
+    let command_line = match &prepared {
+        // `docker run IMAGE [CMD...]`: the entrypoint, then the command given or the
+        // image's Cmd.
+        Some(p) => {
+            let cmd: Vec<OsString> = if cli.command.is_empty() {
+                p.config.cmd.iter().map(OsString::from).collect()
+            } else {
+                cli.command.clone()
+            };
+            p.config
+                .entrypoint
+                .iter()
+                .map(OsString::from)
+                .chain(cmd)
+                .collect()
+        }
+        None => cli.command.clone(),
+    };
+    let Some((program, args)) = command_line.split_first() else {
         anyhow::bail!(
-            "no program given; usage: compatrun [OPTIONS] -- PROGRAM [ARGS...] (see --help)"
+            "no program given (and no image command); usage: compatrun [OPTIONS] -- PROGRAM [ARGS...] (see --help)"
         );
     };
     let persona = Persona::resolve(&cli.kernel_persona, &table)?;
@@ -89,7 +124,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     report_nofile(nofile_soft);
     let mut sentry =
         Sentry::new(persona, &table).context("the built-in sysctl table is invalid")?;
-    let (command, exec_target) = guest_command(&cli, program, args, nofile_soft, &mut sentry)?;
+    let scratch = prepared
+        .as_ref()
+        .map(|_| -> anyhow::Result<PathBuf> {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let dir = image::cache_dir()?.join(format!("run-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+            Ok(dir)
+        })
+        .transpose()?;
+    let built = guest_command(
+        &cli,
+        program,
+        args,
+        nofile_soft,
+        &mut sentry,
+        prepared.as_ref().zip(scratch.as_deref()),
+    );
+    let (command, exec_target) = match built {
+        Ok(b) => b,
+        Err(e) => {
+            if let Some(dir) = &scratch {
+                let _ = image::unpack::remove_tree(dir);
+            }
+            return Err(e);
+        }
+    };
     let platform = cli.platform.resolve(cli::RunNeeds {
         wants_signals: !sentry.intercept_spec().signals.is_empty(),
         pid_ns: command.pid_ns,
@@ -98,7 +161,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .is_some_and(|(root, prog)| sentry.needs_exec_hook(root, prog)),
     });
-    let status = platform.run(&command, sentry)?;
+    let status = platform.run(&command, sentry);
+    if let Some(dir) = &scratch {
+        // The guest's writes to the image's tree were an overlay: they go now.
+        let _ = image::unpack::remove_tree(dir);
+    }
+    let status = status?;
     log::debug!("guest finished: {status:?}");
     Ok(ExitCode::from(
         u8::try_from(status.code() & 0xff).unwrap_or(EXIT_FAILURE),
@@ -113,12 +181,31 @@ fn guest_command(
     args: &[OsString],
     nofile_soft: Option<u64>,
     sentry: &mut Sentry,
+    image: Option<(&image::PreparedImage, &std::path::Path)>,
 ) -> anyhow::Result<(GuestCommand, Option<(PathBuf, PathBuf)>)> {
     let as_root = platform::sys::has_cap_sys_admin();
     let argv: Vec<OsString> = std::iter::once(program.clone())
         .chain(args.iter().cloned())
         .collect();
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    // The image's environment (with the terminal type of ours), else ours, as chroot.
+    let mut env: Vec<(OsString, OsString)> = match image {
+        Some((img, _)) => {
+            let mut env: Vec<(OsString, OsString)> = img
+                .config
+                .env
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
+            if let Some(term) = std::env::var_os("TERM") {
+                if !env.iter().any(|(k, _)| k == "TERM") {
+                    env.push(("TERM".into(), term));
+                }
+            }
+            env
+        }
+        None => std::env::vars_os().collect(),
+    };
     for (k, v) in &cli.envs {
         env.retain(|(key, _)| key != k.as_str());
         env.push((k.into(), v.into()));
@@ -135,7 +222,11 @@ fn guest_command(
             k
         })
         .collect();
-    let Some(dir) = &cli.rootfs else {
+    let dir = match image {
+        Some((img, _)) => Some(img.rootfs.clone()),
+        None => cli.rootfs.clone(),
+    };
+    let Some(dir) = &dir else {
         if !cli.binds.is_empty() || cli.hostname.is_some() || cli.no_host_files {
             anyhow::bail!("--bind, --hostname and --no-host-files need --rootfs");
         }
@@ -185,10 +276,18 @@ fn guest_command(
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     // The program as the platform choice sees it: its first candidate in the tree.
     let target = platform::rootfs::find_in_tree(&dir, program, &path).map(|p| (dir.clone(), p));
+    let wanted_user = match (
+        cli.user,
+        image.and_then(|(img, _)| img.config.user.as_deref()),
+    ) {
+        (Some(u), _) => Some(u),
+        (None, Some(spec)) => Some(image_user(&dir, spec)?),
+        (None, None) => None,
+    };
     let (user, user_ns) = if as_root {
-        (cli.user, None)
+        (wanted_user, None)
     } else {
-        let (uid, gid) = cli.user.unwrap_or((0, 0));
+        let (uid, gid) = wanted_user.unwrap_or((0, 0));
         log::info!("an ordinary user: the guest runs in a user namespace as uid {uid}, gid {gid}");
         (
             None,
@@ -203,7 +302,14 @@ fn guest_command(
             program: program.clone(),
             argv,
             env,
-            cwd: Some(cli.workdir.clone().unwrap_or_else(|| "/".into())),
+            cwd: Some(
+                cli.workdir
+                    .clone()
+                    .or_else(|| {
+                        image.and_then(|(i, _)| i.config.working_dir.clone().map(OsString::from))
+                    })
+                    .unwrap_or_else(|| "/".into()),
+            ),
             nofile_soft,
             pid_ns: true,
             synthetic_files: sentry.synthetic_files(),
@@ -213,12 +319,70 @@ fn guest_command(
                 host_files: !cli.no_host_files,
                 hostname: cli.hostname.clone().map(OsString::from),
                 path,
+                overlay: image.map(|(_, scratch)| scratch.as_os_str().to_owned()),
             }),
             user,
             user_ns,
         },
         target,
     ))
+}
+
+/// An image config's `User`: `UID[:GID]`, or a name (and group) from the tree's
+/// /etc/passwd and /etc/group.
+fn image_user(tree: &std::path::Path, spec: &str) -> anyhow::Result<(u32, u32)> {
+    let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
+    let lookup = |file: &str, name: &str| -> Option<(u32, Option<u32>)> {
+        let text = std::fs::read_to_string(tree.join(file)).ok()?;
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&name)).then(|| {
+                (
+                    f.get(2).and_then(|x| x.parse().ok()).unwrap_or(0),
+                    f.get(3).and_then(|x| x.parse().ok()),
+                )
+            })
+        })
+    };
+    let (uid, default_gid) = match user.parse::<u32>() {
+        Ok(u) => (u, None),
+        Err(_) => lookup("etc/passwd", user).ok_or_else(|| {
+            anyhow::anyhow!("the image's user {user:?} is not in its /etc/passwd")
+        })?,
+    };
+    let gid = if group.is_empty() {
+        default_gid.unwrap_or(uid)
+    } else {
+        match group.parse::<u32>() {
+            Ok(g) => g,
+            Err(_) => lookup("etc/group", group).map(|(g, _)| g).ok_or_else(|| {
+                anyhow::anyhow!("the image's group {group:?} is not in its /etc/group")
+            })?,
+        }
+    };
+    Ok((uid, gid))
+}
+
+/// `compatrun images ...`.
+fn images_command(action: ImagesAction) -> anyhow::Result<()> {
+    let cache = image::cache_dir()?;
+    match action {
+        ImagesAction::List => {
+            for (tree, size) in image::list(&cache)? {
+                println!("{:>10.1} MB  {}", size as f64 / 1e6, tree.display());
+            }
+        }
+        ImagesAction::Prune => {
+            let n = image::prune(&cache)?;
+            println!("removed {n} cached trees from {}", cache.display());
+        }
+        ImagesAction::Prepare { path } => {
+            use std::io::IsTerminal;
+            let prepared = image::prepare(&path, &cache, std::io::stderr().is_terminal())?;
+            println!("{}", prepared.rootfs.display());
+        }
+    }
+    Ok(())
 }
 
 /// Says (at info level) whether the guest's open-file limit will be lowered.

@@ -10,35 +10,12 @@ use std::sync::OnceLock;
 
 use common::{compatrun_bin, is_root, run_cmd, skip, Outcome};
 
-const APPLETS: [&str; 16] = [
-    "sh", "cat", "uname", "ls", "hostname", "id", "echo", "touch", "pwd", "wc", "head", "env",
-    "grep", "sleep", "mount", "stat",
-];
-
-/// The tree, made once per test run (None, with the reason, if busybox is missing).
+/// The tree, made once per test run (Err, with the reason, if busybox is missing).
 fn tree() -> Result<&'static Path, String> {
     static TREE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     TREE.get_or_init(|| {
-        let busybox = Path::new("/bin/busybox");
-        if !busybox.exists() {
-            return Err("/bin/busybox is missing (Debian's busybox-static; scripts/test-deps.sh installs it)".into());
-        }
         let root = common::scratch_dir().join(format!("rootfs-busybox-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "mnt/rw", "mnt/ro", "root"] {
-            std::fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
-        }
-        std::fs::copy(busybox, root.join("bin/busybox")).map_err(|e| e.to_string())?;
-        for a in APPLETS {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).map_err(|e| e.to_string())?;
-        }
-        std::fs::write(root.join("etc/resolv.conf"), "nameserver 192.0.2.1\n").map_err(|e| e.to_string())?;
-        std::fs::write(root.join("etc/hosts"), "127.0.0.1 tree-hosts\n").map_err(|e| e.to_string())?;
-        std::fs::write(root.join("etc/tree-marker"), "the busybox tree\n").map_err(|e| e.to_string())?;
-        // Readable by the unprivileged runs too.
-        let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(&root).status();
-        let _ = Command::new("chmod").arg("1777").arg(root.join("tmp")).status();
-        Ok(root)
+        common::busybox_tree(&root).map(|()| root)
     })
     .as_deref()
     .map_err(Clone::clone)

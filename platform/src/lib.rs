@@ -82,6 +82,9 @@ pub struct RootSetup {
     pub hostname: Option<OsString>,
     /// The PATH the program is looked up on inside the tree (when it has no slash).
     pub path: OsString,
+    /// Keep `dir` unchanged: the guest's writes go to an overlay whose upper and work
+    /// directories are made in this (empty, existing) directory.
+    pub overlay: Option<OsString>,
 }
 
 /// One `--bind`.

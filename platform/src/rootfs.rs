@@ -206,7 +206,46 @@ pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
         new_uts: setup.hostname.is_some(),
         ..Plan::default()
     };
-    p.bind(&root, &root, false, "bind the root filesystem onto itself")?;
+    let root = if let Some(scratch) = &setup.overlay {
+        // The tree stays as it is: the guest sees an overlay of it, its writes land in
+        // the scratch directory (which the caller removes after the run).
+        let scratch = PathBuf::from(scratch);
+        let (upper, work, merged) = (
+            scratch.join("upper"),
+            scratch.join("work"),
+            scratch.join("merged"),
+        );
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir_all(d)?;
+        }
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            root.display(),
+            upper.display(),
+            work.display()
+        );
+        if data.contains(',')
+            && [&root, &upper, &work]
+                .iter()
+                .any(|d| d.to_string_lossy().contains(','))
+        {
+            return Err(invalid(format!(
+                "{}: an overlay cannot use paths with commas",
+                root.display()
+            )));
+        }
+        p.mount(
+            "overlay",
+            &merged,
+            0,
+            &data,
+            "mount an overlay over the image's tree",
+        )?;
+        merged
+    } else {
+        p.bind(&root, &root, false, "bind the root filesystem onto itself")?;
+        root
+    };
     let proc_dir = root.join("proc");
     p.mkdir(&proc_dir, 0o555)?;
     p.mount(

@@ -315,3 +315,61 @@ pub fn have_m32() -> bool {
         ok
     })
 }
+
+/// The busybox applets a test tree links.
+const APPLETS: [&str; 17] = [
+    "sh", "cat", "uname", "ls", "hostname", "id", "echo", "touch", "pwd", "wc", "head", "env",
+    "grep", "sleep", "mount", "stat", "true",
+];
+
+/// Makes a small root filesystem at `root` from Debian's busybox-static (installed by
+/// scripts/test-deps.sh): /bin with the applets, /etc with resolv.conf, hosts and
+/// `tree-marker`, and empty proc, sys, dev, tmp, mnt/rw, mnt/ro and root, readable by
+/// everyone. Err with the reason if busybox is missing.
+pub fn busybox_tree(root: &Path) -> Result<(), String> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        return Err(
+            "/bin/busybox is missing (Debian's busybox-static; scripts/test-deps.sh installs it)"
+                .into(),
+        );
+    }
+    let _ = std::fs::remove_dir_all(root);
+    let e = |e: std::io::Error| e.to_string();
+    for d in [
+        "bin", "etc", "tmp", "proc", "sys", "dev", "mnt/rw", "mnt/ro", "root",
+    ] {
+        std::fs::create_dir_all(root.join(d)).map_err(e)?;
+    }
+    std::fs::copy(busybox, root.join("bin/busybox")).map_err(e)?;
+    for a in APPLETS {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).map_err(e)?;
+    }
+    std::fs::write(root.join("etc/resolv.conf"), "nameserver 192.0.2.1\n").map_err(e)?;
+    std::fs::write(root.join("etc/hosts"), "127.0.0.1 tree-hosts\n").map_err(e)?;
+    std::fs::write(root.join("etc/tree-marker"), "the busybox tree\n").map_err(e)?;
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(root)
+        .status();
+    let _ = Command::new("chmod")
+        .arg("1777")
+        .arg(root.join("tmp"))
+        .status();
+    Ok(())
+}
+
+/// `command` run as uid and gid 65534 (`setpriv`; the caller must be root).
+pub fn as_nobody(program: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--",
+    ])
+    .arg(program);
+    c
+}
