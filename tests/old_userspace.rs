@@ -153,17 +153,7 @@ fn the_old_tree_runs_as_a_root_filesystem() {
     }
     for unprivileged in runs {
         let mut cmd = if unprivileged {
-            let mut c = std::process::Command::new("setpriv");
-            c.args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                "--",
-            ])
-            .arg(common::compatrun_bin());
-            c
+            common::as_nobody(&common::compatrun_bin())
         } else {
             std::process::Command::new(common::compatrun_bin())
         };

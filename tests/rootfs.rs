@@ -24,17 +24,7 @@ fn tree() -> Result<&'static Path, String> {
 /// `compatrun ARGS...` as root (`unprivileged` false) or as uid 65534.
 fn compatrun(unprivileged: bool, args: &[&str]) -> Outcome {
     let mut cmd = if unprivileged {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--",
-        ])
-        .arg(compatrun_bin());
-        c
+        common::as_nobody(&common::compatrun_bin())
     } else {
         Command::new(compatrun_bin())
     };
