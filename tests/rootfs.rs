@@ -267,3 +267,97 @@ fn an_unprivileged_guest_is_root_inside_but_only_the_invoking_user_outside() {
     assert_eq!(o.out(), "0\ncannot-write\n", "{}", o.err());
     assert!(!Path::new(&t).join("root/x").exists());
 }
+
+/// `--env`, `--workdir` and (as root) `--user` also apply without a root filesystem; an
+/// ordinary user asking for another user is told why not.
+#[test]
+fn env_workdir_and_user_apply_without_a_root_filesystem() {
+    let test = "env_workdir_and_user_apply_without_a_root_filesystem";
+    let o = compatrun(
+        false,
+        &[
+            "--env",
+            "X=1",
+            "--workdir",
+            "/tmp",
+            "--",
+            "sh",
+            "-c",
+            "echo $X; pwd",
+        ],
+    );
+    assert_eq!(
+        (o.status, o.out()),
+        (0, "1\n/tmp\n".to_owned()),
+        "{}",
+        o.err()
+    );
+    if !is_root() {
+        skip(test, "switching users needs root");
+        return;
+    }
+    let o = compatrun(
+        false,
+        &["--user", "1000:1001", "--", "sh", "-c", "id -u; id -g"],
+    );
+    assert_eq!(
+        (o.status, o.out()),
+        (0, "1000\n1001\n".to_owned()),
+        "{}",
+        o.err()
+    );
+    let o = compatrun(true, &["--user", "5", "--", "true"]);
+    assert_eq!(o.status, 125, "{}", o.err());
+    assert!(o.err().contains("needs root"), "{}", o.err());
+}
+
+/// Where an ordinary user may not create a user namespace (here a container-like outer
+/// compatrun whose persona has no `unshare`), `--rootfs` says so and what to do.
+#[test]
+fn a_host_without_unprivileged_user_namespaces_gets_a_clear_error() {
+    let test = "a_host_without_unprivileged_user_namespaces_gets_a_clear_error";
+    let Some(t) = tree_or_skip(test) else { return };
+    if !is_root() {
+        skip(test, "starting as uid 65534 needs root");
+        return;
+    }
+    let persona = common::scratch_dir().join("rootfs-no-unshare.toml");
+    std::fs::write(
+        &persona,
+        "description = \"the host without unshare\"\nkernel = \"6.18\"\n[syscalls]\nremove = [\"unshare\"]\n",
+    )
+    .expect("write persona");
+    let inner = [
+        "setpriv",
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--",
+    ];
+    let bin = compatrun_bin();
+    let mut args = vec![
+        "--platform",
+        "ptrace",
+        "-k",
+        persona.to_str().expect("utf8"),
+        "--",
+    ];
+    args.extend(inner);
+    args.extend([
+        bin.to_str().expect("utf8"),
+        "--rootfs",
+        t.as_str(),
+        "--",
+        "true",
+    ]);
+    let o = compatrun(false, &args);
+    assert_eq!(o.status, 125, "{}", o.err());
+    assert!(
+        o.err().contains("cannot create a user namespace"),
+        "{}",
+        o.err()
+    );
+    assert!(o.err().contains("run compatrun as root"), "{}", o.err());
+}
