@@ -327,15 +327,6 @@ fn a_host_without_unprivileged_user_namespaces_gets_a_clear_error() {
         "description = \"the host without unshare\"\nkernel = \"6.18\"\n[syscalls]\nremove = [\"unshare\"]\n",
     )
     .expect("write persona");
-    let inner = [
-        "setpriv",
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-        "--",
-    ];
     let bin = compatrun_bin();
     let mut args = vec![
         "--platform",
@@ -344,7 +335,7 @@ fn a_host_without_unprivileged_user_namespaces_gets_a_clear_error() {
         persona.to_str().expect("utf8"),
         "--",
     ];
-    args.extend(inner);
+    args.extend(common::AS_NOBODY);
     args.extend([
         bin.to_str().expect("utf8"),
         "--rootfs",

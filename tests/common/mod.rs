@@ -359,17 +359,20 @@ pub fn busybox_tree(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// `command` run as uid and gid 65534 (`setpriv`; the caller must be root).
+/// The command line that runs what follows it as uid and gid 65534.
+pub const AS_NOBODY: [&str; 7] = [
+    "setpriv",
+    "--reuid",
+    "65534",
+    "--regid",
+    "65534",
+    "--clear-groups",
+    "--",
+];
+
+/// `program` run as uid and gid 65534 (the caller must be root).
 pub fn as_nobody(program: &Path) -> Command {
-    let mut c = Command::new("setpriv");
-    c.args([
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-        "--",
-    ])
-    .arg(program);
+    let mut c = Command::new(AS_NOBODY[0]);
+    c.args(&AS_NOBODY[1..]).arg(program);
     c
 }
