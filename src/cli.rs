@@ -58,7 +58,7 @@ pub struct Cli {
     pub image: Option<std::path::PathBuf>,
 
     /// Bind a host path into the root filesystem: SRC:DST or SRC:DST:ro (repeatable;
-    /// DST must exist in the tree).
+    /// DST must exist in a --rootfs tree; with --image it is made in the overlay).
     #[arg(long = "bind", value_name = "SRC:DST[:ro]", value_parser = parse_bind)]
     pub binds: Vec<platform::Bind>,
 
@@ -71,9 +71,10 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<OsString>,
 
-    /// Run the guest as UID[:GID] (numbers; GID defaults to UID).
+    /// Run the guest as UID[:GID]: numbers, or with --rootfs or --image names from the
+    /// tree's /etc/passwd and /etc/group (GID defaults to the user's group, or to UID).
     #[arg(long, value_name = "UID[:GID]", value_parser = parse_user)]
-    pub user: Option<(u32, u32)>,
+    pub user: Option<String>,
 
     /// The guest's host name, in its own UTS namespace (with --rootfs).
     #[arg(long, value_name = "NAME")]
@@ -84,7 +85,7 @@ pub struct Cli {
     pub no_host_files: bool,
 
     /// compatrun's own log level (messages go to stderr, prefixed "compatrun:").
-    #[arg(long, value_name = "LEVEL", default_value = "warn")]
+    #[arg(long, value_name = "LEVEL", default_value = "warn", global = true)]
     pub log: log::LevelFilter,
 
     /// The program to run and its arguments (put them after `--`).
@@ -121,15 +122,13 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_user(s: &str) -> Result<(u32, u32), String> {
-    let num = |x: &str| {
-        x.parse::<u32>()
-            .map_err(|_| format!("{s:?}: expected numeric UID[:GID]"))
-    };
-    match s.split_once(':') {
-        Some((u, g)) => Ok((num(u)?, num(g)?)),
-        None => num(s).map(|u| (u, u)),
+/// `UID[:GID]`, each a number or a name (names are looked up in the tree later).
+fn parse_user(s: &str) -> Result<String, String> {
+    let (u, g) = s.split_once(':').unwrap_or((s, "0"));
+    if u.is_empty() || g.is_empty() || g.contains(':') {
+        return Err(format!("{s:?}: expected UID[:GID]"));
     }
+    Ok(s.to_owned())
 }
 
 /// Subcommands.
@@ -152,10 +151,14 @@ pub enum Command {
 /// `compatrun images ...`.
 #[derive(Debug, Subcommand)]
 pub enum ImagesAction {
-    /// The cached trees, with their sizes.
+    /// The cached trees: size, the images they were made for, path.
     List,
-    /// Remove every cached tree (and anything a run left behind).
-    Prune,
+    /// Remove every cached tree no run is using (and what interrupted runs left).
+    Prune {
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Unpack an image into the cache (verifying it) and print its tree's path.
     Prepare {
         /// The image: a docker-archive or an OCI layout (directory or tar).

@@ -82,7 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let prepared = match &cli.image {
         Some(path) => {
             use std::io::IsTerminal;
-            let cache = image::cache_dir()?;
+            let cache = image::Cache::locate()?;
             Some(image::prepare(
                 path,
                 &cache,
@@ -131,7 +131,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos())
                 .unwrap_or(0);
-            let dir = image::cache_dir()?.join(format!("run-{}-{nanos}", std::process::id()));
+            let dir = image::Cache::locate()?
+                .root()
+                .join(format!("run-{}-{nanos}", std::process::id()));
             std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
             Ok(dir)
         })
@@ -148,7 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(b) => b,
         Err(e) => {
             if let Some(dir) = &scratch {
-                let _ = image::unpack::remove_tree(dir);
+                let _ = image::remove_tree(dir);
             }
             return Err(e);
         }
@@ -164,7 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let status = platform.run(&command, sentry);
     if let Some(dir) = &scratch {
         // The guest's writes to the image's tree were an overlay: they go now.
-        let _ = image::unpack::remove_tree(dir);
+        let _ = image::remove_tree(dir);
     }
     let status = status?;
     log::debug!("guest finished: {status:?}");
@@ -244,6 +246,7 @@ fn guest_command(
             }
             Vec::new()
         };
+        let user = cli.user.as_deref().map(numeric_user).transpose()?;
         let resolved = platform::resolve_program(program, guest_path.as_deref())?;
         let target = (PathBuf::from("/"), PathBuf::from(&resolved));
         return Ok((
@@ -256,7 +259,7 @@ fn guest_command(
                 pid_ns,
                 synthetic_files,
                 root: None,
-                user: cli.user,
+                user,
                 user_ns: None,
             },
             Some(target),
@@ -277,13 +280,18 @@ fn guest_command(
     // The program as the platform choice sees it: its first candidate in the tree.
     let target = platform::rootfs::find_in_tree(&dir, program, &path).map(|p| (dir.clone(), p));
     let wanted_user = match (
-        cli.user,
+        cli.user.as_deref(),
         image.and_then(|(img, _)| img.config.user.as_deref()),
     ) {
-        (Some(u), _) => Some(u),
-        (None, Some(spec)) => Some(image_user(&dir, spec)?),
+        (Some(spec), _) => Some(tree_user(&dir, spec, "--user")?),
+        (None, Some(spec)) => Some(tree_user(&dir, spec, "the image's user")?),
         (None, None) => None,
     };
+    let cwd: OsString = cli
+        .workdir
+        .clone()
+        .or_else(|| image.and_then(|(i, _)| i.config.working_dir.clone().map(OsString::from)))
+        .unwrap_or_else(|| "/".into());
     let (user, user_ns) = if as_root {
         (wanted_user, None)
     } else {
@@ -302,14 +310,7 @@ fn guest_command(
             program: program.clone(),
             argv,
             env,
-            cwd: Some(
-                cli.workdir
-                    .clone()
-                    .or_else(|| {
-                        image.and_then(|(i, _)| i.config.working_dir.clone().map(OsString::from))
-                    })
-                    .unwrap_or_else(|| "/".into()),
-            ),
+            cwd: Some(cwd.clone()),
             nofile_soft,
             pid_ns: true,
             synthetic_files: sentry.synthetic_files(),
@@ -320,6 +321,7 @@ fn guest_command(
                 hostname: cli.hostname.clone().map(OsString::from),
                 path,
                 overlay: image.map(|(_, scratch)| scratch.as_os_str().to_owned()),
+                workdir: Some(cwd),
             }),
             user,
             user_ns,
@@ -328,27 +330,49 @@ fn guest_command(
     ))
 }
 
-/// An image config's `User`: `UID[:GID]`, or a name (and group) from the tree's
-/// /etc/passwd and /etc/group.
-fn image_user(tree: &std::path::Path, spec: &str) -> anyhow::Result<(u32, u32)> {
+/// `--user UID[:GID]` without a tree: numbers only (GID defaults to UID).
+fn numeric_user(spec: &str) -> anyhow::Result<(u32, u32)> {
+    let (user, group) = spec.split_once(':').unwrap_or((spec, spec));
+    let num = |x: &str| {
+        x.parse::<u32>().map_err(|_| {
+            anyhow::anyhow!(
+                "--user {spec}: without --rootfs or --image give numbers (names are looked up in the tree's /etc/passwd)"
+            )
+        })
+    };
+    Ok((num(user)?, num(group)?))
+}
+
+/// `--user` or an image config's `User`: `UID[:GID]`, numbers or names from the tree's
+/// /etc/passwd and /etc/group (`what` names the source in errors).
+fn tree_user(tree: &std::path::Path, spec: &str, what: &str) -> anyhow::Result<(u32, u32)> {
     let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
+    // The tree's file itself: a symbolic link there would be followed on the host. A
+    // line without a numeric id does not count (never a default of 0).
     let lookup = |file: &str, name: &str| -> Option<(u32, Option<u32>)> {
-        let text = std::fs::read_to_string(tree.join(file)).ok()?;
+        let path = tree.join(file);
+        if ["etc", file]
+            .iter()
+            .any(|p| std::fs::symlink_metadata(tree.join(p)).is_ok_and(|m| m.is_symlink()))
+        {
+            return None;
+        }
+        let text = std::fs::read_to_string(path).ok()?;
         text.lines().find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            (f.first() == Some(&name)).then(|| {
-                (
-                    f.get(2).and_then(|x| x.parse().ok()).unwrap_or(0),
-                    f.get(3).and_then(|x| x.parse().ok()),
-                )
-            })
+            if f.first() != Some(&name) {
+                return None;
+            }
+            Some((
+                f.get(2)?.parse().ok()?,
+                f.get(3).and_then(|x| x.parse().ok()),
+            ))
         })
     };
     let (uid, default_gid) = match user.parse::<u32>() {
         Ok(u) => (u, None),
-        Err(_) => lookup("etc/passwd", user).ok_or_else(|| {
-            anyhow::anyhow!("the image's user {user:?} is not in its /etc/passwd")
-        })?,
+        Err(_) => lookup("etc/passwd", user)
+            .ok_or_else(|| anyhow::anyhow!("{what} {user:?} is not in the tree's /etc/passwd"))?,
     };
     let gid = if group.is_empty() {
         default_gid.unwrap_or(uid)
@@ -356,7 +380,7 @@ fn image_user(tree: &std::path::Path, spec: &str) -> anyhow::Result<(u32, u32)> 
         match group.parse::<u32>() {
             Ok(g) => g,
             Err(_) => lookup("etc/group", group).map(|(g, _)| g).ok_or_else(|| {
-                anyhow::anyhow!("the image's group {group:?} is not in its /etc/group")
+                anyhow::anyhow!("{what}: group {group:?} is not in the tree's /etc/group")
             })?,
         }
     };
@@ -365,20 +389,55 @@ fn image_user(tree: &std::path::Path, spec: &str) -> anyhow::Result<(u32, u32)> 
 
 /// `compatrun images ...`.
 fn images_command(action: ImagesAction) -> anyhow::Result<()> {
-    let cache = image::cache_dir()?;
+    let cache = image::Cache::locate()?;
+    let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1e6);
     match action {
         ImagesAction::List => {
-            for (tree, size) in image::list(&cache)? {
-                println!("{:>10.1} MB  {}", size as f64 / 1e6, tree.display());
+            let trees = cache.list()?;
+            if trees.is_empty() {
+                eprintln!("compatrun: no cached trees in {}", cache.root().display());
+            }
+            // One line per tree, its path last.
+            for t in trees {
+                let images = if t.images.is_empty() {
+                    "(image not recorded)".to_owned()
+                } else {
+                    t.images.join(", ")
+                };
+                let in_use = if t.in_use { "  [in use]" } else { "" };
+                println!(
+                    "{:>10}  {images}{in_use}  {}",
+                    mb(t.bytes),
+                    t.rootfs.display()
+                );
             }
         }
-        ImagesAction::Prune => {
-            let n = image::prune(&cache)?;
-            println!("removed {n} cached trees from {}", cache.display());
+        ImagesAction::Prune { dry_run } => {
+            let pruned = cache.prune(dry_run)?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            for (path, bytes) in pruned.trees.iter().chain(&pruned.leftovers) {
+                println!("{verb} {} ({})", path.display(), mb(*bytes));
+            }
+            for path in &pruned.in_use {
+                println!("kept {} (in use by a running compatrun)", path.display());
+            }
+            let total: u64 = pruned
+                .trees
+                .iter()
+                .chain(&pruned.leftovers)
+                .map(|(_, b)| b)
+                .sum();
+            println!(
+                "{verb} {} cached trees ({}) from {}",
+                pruned.trees.len(),
+                mb(total),
+                cache.root().display()
+            );
         }
         ImagesAction::Prepare { path } => {
             use std::io::IsTerminal;
             let prepared = image::prepare(&path, &cache, std::io::stderr().is_terminal())?;
+            log::info!("image sha256:{} is ready", prepared.id);
             println!("{}", prepared.rootfs.display());
         }
     }

@@ -1,7 +1,8 @@
 //! `--image` and `compatrun images`: small images built here from a busybox-static tree
-//! by tests/fixtures/make_image.py (Python's tarfile), in both formats (docker-archive;
-//! OCI layout as a directory and as a tar), two layers with a whiteout and an opaque
-//! directory; corrupt, truncated and hostile archives; root and uid 65534.
+//! by tests/fixtures/make_image.py (Python's tarfile), in both formats (docker-archive in
+//! its three layouts; OCI layout as a directory and as a tar, gzip and zstd layers, a
+//! nested index), two layers with a whiteout and an opaque directory; corrupt, truncated,
+//! tampered and hostile archives; concurrent unpacks; root and uid 65534.
 
 mod common;
 
@@ -100,13 +101,14 @@ fn area_or_skip(test: &str) -> Option<&'static Area> {
     }
 }
 
-/// The cache holds exactly these trees and nothing half-made.
+/// The cache holds exactly these trees and nothing half-made (besides the trees, only
+/// `meta`: their lock files and records).
 fn cache_trees(cache: &Path) -> Vec<String> {
     let leftovers: Vec<_> = std::fs::read_dir(cache)
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "rootfs")
+                .filter(|n| n != "rootfs" && n != "meta")
                 .collect()
         })
         .unwrap_or_default();
@@ -127,7 +129,19 @@ fn cache_trees(cache: &Path) -> Vec<String> {
 fn both_formats_unpack_with_whiteouts_and_run_with_the_configs_defaults() {
     let test = "both_formats_unpack_with_whiteouts_and_run_with_the_configs_defaults";
     let Some(a) = area_or_skip(test) else { return };
-    for kind in ["docker", "oci", "oci-tar"] {
+    let mut kinds = vec![
+        "docker",
+        "docker-blobs",
+        "docker-symlinks",
+        "oci",
+        "oci-tar",
+    ];
+    if common::have("zstd") {
+        kinds.push("oci-zstd");
+    } else {
+        skip(test, "zstd layers: the zstd program makes them");
+    }
+    for kind in kinds {
         let image = a.image(kind);
         let image = image.to_str().expect("utf8");
         let cache = a.cache(kind);
@@ -135,6 +149,21 @@ fn both_formats_unpack_with_whiteouts_and_run_with_the_configs_defaults() {
         assert_eq!(o.status, 0, "{kind}: {}", o.err());
         let tree = PathBuf::from(o.out().trim());
         assert!(tree.starts_with(&cache), "{kind}: {}", tree.display());
+        // A second prepare finds the tree in the cache.
+        let again = compatrun(
+            &cache,
+            false,
+            &["images", "prepare", image, "--log", "info"],
+        );
+        assert_eq!(again.status, 0, "{kind}: {}", again.err());
+        assert_eq!(again.out(), o.out(), "{kind}");
+        assert!(
+            again
+                .err()
+                .contains(&format!("reusing the cached tree {}", tree.display())),
+            "{kind}: {}",
+            again.err()
+        );
         assert_eq!(
             std::fs::read_to_string(tree.join("etc/layer2-marker"))
                 .ok()
@@ -188,12 +217,20 @@ fn both_formats_unpack_with_whiteouts_and_run_with_the_configs_defaults() {
         );
         assert!(!tree.join("etc/written-by-guest").exists(), "{kind}");
         assert_eq!(cache_trees(&cache).len(), 1, "{kind}");
-        // list and prune.
+        // list (the tree, last on its line, and the image it came from) and prune.
         let o = compatrun(&cache, false, &["images", "list"]);
+        let line = o.out();
         assert!(
-            o.out().contains(tree.to_str().expect("utf8")),
-            "{}",
-            o.out()
+            line.trim_end().ends_with(tree.to_str().expect("utf8")) && line.contains(image),
+            "{kind}: {line}"
+        );
+        let o = compatrun(&cache, false, &["images", "prune", "--dry-run"]);
+        assert_eq!(o.status, 0, "{}", o.err());
+        assert!(o.out().contains("would remove"), "{}", o.out());
+        assert_eq!(
+            cache_trees(&cache).len(),
+            1,
+            "{kind}: the dry run removed it"
         );
         let o = compatrun(&cache, false, &["images", "prune"]);
         assert_eq!(o.status, 0, "{}", o.err());
@@ -239,10 +276,28 @@ fn corrupt_truncated_and_foreign_archives_get_clear_errors_and_leave_nothing() {
     let Some(a) = area_or_skip(test) else { return };
     let not_an_image = a.dir.join("not-an-image.tar");
     std::fs::write(&not_an_image, vec![7u8; 4096]).expect("write");
+    let gzipped = a.dir.join("docker.tar.gz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -c < '{}' > '{}'",
+            a.image("docker").display(),
+            gzipped.display()
+        ))
+        .status()
+        .expect("gzip");
+    assert!(status.success());
     let cases = [
         (a.image("corrupt"), "does not match the config's diff_id"),
         (a.image("truncated"), "truncated"),
-        (not_an_image, "image"),
+        (
+            a.image("bad-config"),
+            "does not match the sha256 digest it is named by",
+        ),
+        (a.image("oci-tampered"), "does not match its sha256 digest"),
+        (a.image("oci-missing"), "layer 2/2"),
+        (gzipped, "gzip-compressed file; decompress it first"),
+        (not_an_image, "not a tar archive"),
         (a.dir.join("no-such-image"), "No such file or directory"),
     ];
     for (image, message) in cases {
@@ -273,6 +328,7 @@ fn hostile_layers_are_refused_without_touching_anything_outside() {
         "hostile-absolute-link",
         "hostile-link-parent",
         "hostile-hardlink",
+        "hostile-whiteout",
     ] {
         let cache = a.cache(kind);
         let image = a.image(kind);
@@ -303,6 +359,52 @@ fn hostile_layers_are_refused_without_touching_anything_outside() {
                 && !common::scratch_dir().join("escaped-dotdot").exists()
         );
     }
+    // Contained rather than refused: an absolute name lands inside the tree (its leading
+    // `/` dropped), and a file replacing a link removes the link, never writing its target.
+    for (kind, inside, content) in [
+        (
+            "hostile-absolute",
+            outside
+                .strip_prefix("/")
+                .expect("absolute")
+                .join("escaped-absolute"),
+            "inside\n",
+        ),
+        (
+            "hostile-overwrite-link",
+            PathBuf::from("evil"),
+            "replaced the link\n",
+        ),
+    ] {
+        let cache = a.cache(kind);
+        let image = a.image(kind);
+        let o = compatrun(
+            &cache,
+            false,
+            &["images", "prepare", image.to_str().expect("utf8")],
+        );
+        assert_eq!(o.status, 0, "{kind}: {}", o.err());
+        let tree = PathBuf::from(o.out().trim());
+        let file = tree.join(&inside);
+        assert!(
+            std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file()),
+            "{kind}: {}",
+            file.display()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&file).ok().as_deref(),
+            Some(content),
+            "{kind}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(outside.join("sentinel"))
+                .ok()
+                .as_deref(),
+            Some("keep\n"),
+            "{kind}"
+        );
+        assert!(!outside.join("escaped-absolute").exists(), "{kind}");
+    }
     // A device node: created as root, skipped with a warning as an ordinary user.
     let image = a.image("hostile-device");
     let image = image.to_str().expect("utf8");
@@ -324,4 +426,41 @@ fn hostile_layers_are_refused_without_touching_anything_outside() {
             "the device-node case as root and as uid 65534 needs root",
         );
     }
+}
+
+/// Several compatruns unpacking the same image into an empty cache at once: each gets
+/// the same whole tree, made once, and nothing half-made is left.
+#[test]
+fn concurrent_prepares_share_one_tree() {
+    let test = "concurrent_prepares_share_one_tree";
+    let Some(a) = area_or_skip(test) else { return };
+    let image = a.image("oci-tar");
+    let cache = a.cache("concurrent");
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            let mut cmd = Command::new(compatrun_bin());
+            cmd.args(["images", "prepare", "--log", "info"])
+                .arg(&image)
+                .env("COMPATRUN_CACHE_DIR", &cache)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().expect("spawn")
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait"))
+        .collect();
+    for o in &outs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.stdout, outs[0].stdout);
+    }
+    let unpacked = outs
+        .iter()
+        .filter(|o| String::from_utf8_lossy(&o.stderr).contains("unpacked 2 layers"))
+        .count();
+    assert_eq!(unpacked, 1, "the tree was made once");
+    assert_eq!(cache_trees(&cache).len(), 1);
+    let tree = PathBuf::from(String::from_utf8_lossy(&outs[0].stdout).trim());
+    assert!(tree.join("etc/layer2-marker").is_file());
 }

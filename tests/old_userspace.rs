@@ -1,7 +1,7 @@
 //! A real old user space under compatrun: a root filesystem of an old distribution (for
 //! example Debian wheezy, eglibc 2.13, or CentOS 6, glibc 2.12) named by the environment
-//! variable `COMPATRUN_OLD_ROOTFS`. Skips visibly without it, or when not root (the
-//! tests enter the tree with chroot until `--rootfs` exists).
+//! variable `COMPATRUN_OLD_ROOTFS`. Skips visibly without it, or when not root (most
+//! tests enter the tree with chroot; the `--rootfs` one also runs as uid 65534).
 //!
 //! What it proves on real old code: the old loader sees the persona (its "kernel too old"
 //! check and its NT_GNU_ABI_TAG check of libraries), old programs work, and the identity

@@ -85,6 +85,9 @@ pub struct RootSetup {
     /// Keep `dir` unchanged: the guest's writes go to an overlay whose upper and work
     /// directories are made in this (empty, existing) directory.
     pub overlay: Option<OsString>,
+    /// The guest's working directory (absolute, inside the tree): under an overlay it is
+    /// made there when the tree lacks it, as container engines do.
+    pub workdir: Option<OsString>,
 }
 
 /// One `--bind`.

@@ -2,17 +2,20 @@
 //! made before the fork and carried out by the pid namespace's init in its own mount
 //! namespace (`sys::spawn`), where it may only make async-signal-safe calls.
 //!
-//! In order: the tree is bound onto itself (so it is a mount point); `/proc` of the new
-//! pid namespace; the host's `/sys`, read-only; a small `/dev` on a tmpfs (the host's
-//! null, zero, full, random, urandom and tty bound in, since a user namespace may not
-//! create device nodes; a new devpts instance with `/dev/ptmx`; `/dev/shm`; the fd
-//! links); the host's `/etc/resolv.conf` and `/etc/hosts` over the tree's (read-only,
-//! only where the tree has them as regular files); the `--bind`s; then `pivot_root`
-//! into the tree and the old root detached, so nothing of the host's tree stays
-//! reachable; and the host name. The persona's /proc files are put in place after.
+//! In order: the tree is bound onto itself (so it is a mount point), or for an image an
+//! overlay is mounted over it; `/proc` of the new pid namespace; the host's `/sys`,
+//! read-only down to every mount below it; a small `/dev` on a tmpfs (the host's null,
+//! zero, full, random, urandom and tty bound in, since a user namespace may not create
+//! device nodes; a new devpts instance with `/dev/ptmx`; `/dev/shm`; the fd links); the
+//! host's `/etc/resolv.conf` and `/etc/hosts` over the tree's (read-only, only where the
+//! tree has them as regular files, or in an image's overlay where it has none); the
+//! `--bind`s; then `pivot_root` into the tree and the old root detached, so nothing of
+//! the host's tree stays reachable; and the host name. The persona's /proc files are
+//! put in place after.
 //!
-//! Mount points the tree lacks (`proc`, `sys`, `dev`) are created in it; nothing else in
-//! the tree is written to.
+//! Mount points a `--rootfs` tree lacks (`proc`, `sys`, `dev`) are created in it;
+//! nothing else in it is written to: a missing `--bind` target is an error. Under an
+//! image's overlay, missing targets are created in the overlay, which the run discards.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -32,6 +35,10 @@ pub(crate) enum Step {
         flags: u64,
         data: Option<CString>,
     },
+    /// Makes the mount at `dst` and every mount below it read-only (`mount_setattr`);
+    /// where the kernel lacks that call (before 5.12), remounts `dst` alone with
+    /// `fallback` (the flags the bound mount is locked with kept).
+    ReadOnly { dst: CString, fallback: u64 },
     /// `mkdir(path, mode)`; an existing directory is fine.
     Mkdir { path: CString, mode: u32 },
     /// Creates an empty file to bind a device node over.
@@ -132,12 +139,12 @@ impl Plan {
         );
         if read_only {
             self.push(
-                Step::Mount {
-                    src: None,
+                Step::ReadOnly {
                     dst: c(dst)?,
-                    fstype: None,
-                    flags: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags(src),
-                    data: None,
+                    fallback: libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_RDONLY
+                        | locked_flags(src),
                 },
                 format!("{what} (read-only)"),
             );
@@ -180,6 +187,58 @@ impl Plan {
         Ok(())
     }
 
+    /// Creates `rel` (relative to the tree) in the overlay mounted at `root`: every
+    /// missing directory on the way, and the last component as a directory or, unless
+    /// `dir`, an empty file. `tree` is the overlay's lower layer, which the merged view
+    /// equals when the plan starts (its upper layer is new and empty).
+    fn create_in_overlay(
+        &mut self,
+        tree: &Path,
+        root: &Path,
+        rel: &Path,
+        dir: bool,
+    ) -> io::Result<()> {
+        let mut sub = PathBuf::new();
+        let mut missing = false;
+        let mut comps = rel.components().peekable();
+        while let Some(comp) = comps.next() {
+            sub.push(comp);
+            let last = comps.peek().is_none();
+            if !missing {
+                match std::fs::symlink_metadata(tree.join(&sub)) {
+                    Ok(m) if m.is_dir() && !last => continue,
+                    Ok(_) if last => return Ok(()),
+                    Ok(_) => {
+                        return Err(invalid(format!(
+                            "/{}: not a directory in the image",
+                            sub.display()
+                        )))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => missing = true,
+                    Err(e) => {
+                        return Err(io::Error::new(e.kind(), format!("/{}: {e}", sub.display())))
+                    }
+                }
+            }
+            let path = root.join(&sub);
+            if last && !dir {
+                self.push(
+                    Step::Touch { path: c(&path)? },
+                    format!("create /{} in the overlay", sub.display()),
+                );
+            } else {
+                self.push(
+                    Step::Mkdir {
+                        path: c(&path)?,
+                        mode: 0o755,
+                    },
+                    format!("create /{} in the overlay", sub.display()),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn symlink(&mut self, target: &str, path: &Path) -> io::Result<()> {
         let target = CString::new(target).map_err(|_| invalid("link target".into()))?;
         self.push(
@@ -196,12 +255,15 @@ impl Plan {
 /// Checks `setup` and turns it into the init's plan. Errors name what is wrong with the
 /// user's input (a missing tree, a bind source or target that does not exist).
 pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
-    let root = PathBuf::from(&setup.dir);
-    match std::fs::metadata(&root) {
+    // `tree` is the directory as it is now, which every check looks at; `root` is where
+    // the guest's `/` is mounted (the tree itself, or the overlay over it).
+    let tree = PathBuf::from(&setup.dir);
+    match std::fs::metadata(&tree) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(invalid(format!("{}: not a directory", root.display()))),
-        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", root.display()))),
+        Ok(_) => return Err(invalid(format!("{}: not a directory", tree.display()))),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", tree.display()))),
     }
+    let overlay = setup.overlay.is_some();
     let mut p = Plan {
         new_uts: setup.hostname.is_some(),
         ..Plan::default()
@@ -220,18 +282,18 @@ pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
         }
         let data = format!(
             "lowerdir={},upperdir={},workdir={}",
-            root.display(),
+            tree.display(),
             upper.display(),
             work.display()
         );
         if data.contains(',')
-            && [&root, &upper, &work]
+            && [&tree, &upper, &work]
                 .iter()
                 .any(|d| d.to_string_lossy().contains(','))
         {
             return Err(invalid(format!(
                 "{}: an overlay cannot use paths with commas",
-                root.display()
+                tree.display()
             )));
         }
         p.mount(
@@ -239,12 +301,14 @@ pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
             &merged,
             0,
             &data,
-            "mount an overlay over the image's tree",
+            "mount an overlay over the image's tree (overlayfs is needed; an ordinary user \
+             needs Linux 5.11 or later, and the cache must not itself be on an overlay: \
+             set COMPATRUN_CACHE_DIR to a directory on a local file system)",
         )?;
         merged
     } else {
-        p.bind(&root, &root, false, "bind the root filesystem onto itself")?;
-        root
+        p.bind(&tree, &tree, false, "bind the root filesystem onto itself")?;
+        tree.clone()
     };
     let proc_dir = root.join("proc");
     p.mkdir(&proc_dir, 0o555)?;
@@ -303,13 +367,30 @@ pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
         p.symlink(&format!("/proc/self/fd/{i}"), &dev.join(name))?;
     }
     if setup.host_files {
-        for f in ["/etc/resolv.conf", "/etc/hosts"] {
-            let target = root.join(&f[1..]);
-            let is_file = std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_file());
-            if is_file && Path::new(f).exists() {
-                p.bind(Path::new(f), &target, true, &format!("bind the host's {f}"))?;
+        for rel in ["etc/resolv.conf", "etc/hosts"] {
+            let host = Path::new("/").join(rel);
+            if !host.is_file() {
+                log::info!("{}: the host has none to bind in", host.display());
+                continue;
+            }
+            // Over the tree's own regular file; where an image has none, over an empty
+            // one made in its overlay. A --rootfs tree is never written to for this.
+            let mut fine =
+                std::fs::symlink_metadata(tree.join(rel)).is_ok_and(|m| m.file_type().is_file());
+            if !fine && overlay && std::fs::symlink_metadata(tree.join(rel)).is_err() {
+                // (It fails, having planned nothing, only where /etc is no directory.)
+                fine = p
+                    .create_in_overlay(&tree, &root, Path::new(rel), false)
+                    .is_ok();
+            }
+            if fine {
+                let what = format!("bind the host's {}", host.display());
+                p.bind(&host, &root.join(rel), true, &what)?;
             } else {
-                log::info!("{f}: the root filesystem has no regular file there; the host's is not bound in");
+                log::info!(
+                    "{}: the root filesystem has no regular file there; the host's is not bound in",
+                    host.display()
+                );
             }
         }
     }
@@ -321,12 +402,18 @@ pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
                 src.display()
             )));
         }
-        let dst = in_tree(&root, &b.dst)?;
-        if !dst.exists() {
-            return Err(invalid(format!(
-                "--bind target {} does not exist in the root filesystem (create it first)",
-                Path::new(&b.dst).display()
-            )));
+        let in_the_tree = in_tree(&tree, &b.dst)?;
+        let rel = in_the_tree.strip_prefix(&tree).unwrap_or(Path::new(""));
+        let dst = root.join(rel);
+        if !in_the_tree.exists() {
+            if !overlay {
+                return Err(invalid(format!(
+                    "--bind target {} does not exist in the root filesystem (create it first)",
+                    Path::new(&b.dst).display()
+                )));
+            }
+            // An image's tree is not written to: the target is made in its overlay.
+            p.create_in_overlay(&tree, &root, rel, src.is_dir())?;
         }
         p.bind(
             &src,
@@ -334,6 +421,16 @@ pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
             b.read_only,
             &format!("bind {} on {}", src.display(), Path::new(&b.dst).display()),
         )?;
+    }
+    if let (true, Some(dir)) = (overlay, &setup.workdir) {
+        // As container engines do: a working directory the image lacks is made (in the
+        // overlay). Where it cannot be, the chdir says why.
+        if let Ok(in_the_tree) = in_tree(&tree, dir) {
+            let rel = in_the_tree.strip_prefix(&tree).unwrap_or(Path::new(""));
+            if !in_the_tree.exists() && !rel.as_os_str().is_empty() {
+                let _ = p.create_in_overlay(&tree, &root, rel, true);
+            }
+        }
     }
     p.push(
         Step::Pivot { dir: c(&root)? },
@@ -378,6 +475,7 @@ pub fn find_in_tree(root: &Path, program: &OsStr, path: &OsStr) -> Option<PathBu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStringExt;
 
     #[test]
     fn paths_inside_the_tree_stay_inside() {
@@ -400,5 +498,55 @@ mod tests {
             candidates(OsStr::new("./x"), OsStr::new("/bin")),
             vec![OsString::from("./x")]
         );
+    }
+
+    #[test]
+    fn an_overlay_gets_what_a_tree_is_refused() {
+        let base = std::env::temp_dir().join(format!("compatrun-plan-{}", std::process::id()));
+        let (tree, scratch) = (base.join("tree"), base.join("scratch"));
+        std::fs::create_dir_all(tree.join("etc")).expect("mkdir");
+        std::fs::create_dir_all(&scratch).expect("mkdir");
+        let mut setup = RootSetup {
+            dir: tree.clone().into_os_string(),
+            binds: vec![crate::Bind {
+                src: base.clone().into_os_string(),
+                dst: "/data/x".into(),
+                read_only: false,
+            }],
+            host_files: true,
+            hostname: None,
+            path: "/bin".into(),
+            overlay: None,
+            workdir: Some("/w".into()),
+        };
+        // A tree is not written to: a missing bind target is the user's to make.
+        let refused = plan(&setup).expect_err("missing target");
+        assert!(refused.to_string().contains("does not exist"), "{refused}");
+        setup.overlay = Some(scratch.clone().into_os_string());
+        let p = plan(&setup).expect("plan over an overlay");
+        let steps: Vec<&str> = p.steps.iter().map(|(_, what)| what.as_str()).collect();
+        let mut wanted = vec![
+            "create /data in the overlay",
+            "create /data/x in the overlay",
+            "create /w in the overlay",
+        ];
+        if Path::new("/etc/resolv.conf").is_file() {
+            wanted.push("create /etc/resolv.conf in the overlay");
+        }
+        for w in wanted {
+            assert!(steps.contains(&w), "{w:?} missing from {steps:?}");
+        }
+        // Every step writes under the overlay's mount point, never into the tree.
+        let merged = CString::new(scratch.join("merged").into_os_string().into_vec()).expect("c");
+        for (step, what) in &p.steps {
+            if let Step::Mkdir { path, .. } | Step::Touch { path } = step {
+                assert!(
+                    path.as_bytes().starts_with(merged.as_bytes()),
+                    "{what}: {path:?}"
+                );
+            }
+        }
+        assert!(!tree.join("data").exists());
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -302,6 +302,19 @@ pub fn spawn(image: &ChildImage) -> io::Result<Spawned> {
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
+    // Per candidate inside a root filesystem: `/bin/sh CANDIDATE ARGS...`, execvp's
+    // fallback for the candidate the kernel refused with ENOEXEC.
+    let candidate_sh_argv: Vec<Vec<*const libc::c_char>> = image
+        .candidates
+        .iter()
+        .map(|c| {
+            [c"/bin/sh".as_ptr(), c.as_ptr()]
+                .into_iter()
+                .chain(image.argv.iter().skip(1).map(|a| a.as_ptr()))
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        })
+        .collect();
     let prog = libc::sock_fprog {
         len: u16::try_from(image.filter.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?,
@@ -344,6 +357,7 @@ pub fn spawn(image: &ChildImage) -> io::Result<Spawned> {
             argv: &argv,
             envp: &envp,
             sh_argv: &sh_argv,
+            candidate_sh_argv: &candidate_sh_argv,
             prog: &prog,
         };
         child_main(&ctx);
@@ -375,6 +389,8 @@ struct ChildCtx<'a> {
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
     sh_argv: &'a [*const libc::c_char],
+    /// `sh_argv` for each of the image's candidates, in the same order.
+    candidate_sh_argv: &'a [Vec<*const libc::c_char>],
     prog: &'a libc::sock_fprog,
 }
 
@@ -526,7 +542,7 @@ fn child_main(ctx: &ChildCtx<'_>) -> ! {
 /// but cannot run. Never returns.
 fn exec_candidates(ctx: &ChildCtx<'_>) -> ! {
     let mut first_error = libc::ENOENT;
-    for path in &ctx.image.candidates {
+    for (path, sh_argv) in ctx.image.candidates.iter().zip(ctx.candidate_sh_argv) {
         // SAFETY: execve on NUL-terminated strings and NULL-terminated pointer arrays
         // prepared before fork; it returns only on failure.
         let e = unsafe {
@@ -534,9 +550,10 @@ fn exec_candidates(ctx: &ChildCtx<'_>) -> ! {
             errno()
         };
         if e == libc::ENOEXEC {
-            // SAFETY: as above (/bin/sh inside the tree, like execvp's fallback).
+            // SAFETY: as above (/bin/sh inside the tree with this candidate's argument
+            // vector, like execvp's fallback).
             unsafe {
-                libc::execve(c"/bin/sh".as_ptr(), ctx.sh_argv.as_ptr(), ctx.envp.as_ptr());
+                libc::execve(c"/bin/sh".as_ptr(), sh_argv.as_ptr(), ctx.envp.as_ptr());
             }
         }
         if e != libc::ENOENT && e != libc::ENOTDIR && first_error == libc::ENOENT {
