@@ -144,9 +144,15 @@ const LIBC_PATHS: [&str; 6] = [
     "/usr/lib/libc.so.6",
 ];
 
+/// Whether an ELF image carries glibc's "kernel too old" check (its message). A loader
+/// or static binary is megabytes: a vectorised search keeps this off the exec path.
+fn carries_check(data: &[u8]) -> bool {
+    memchr::memmem::find(data, MESSAGE).is_some()
+}
+
 fn examine(path: &std::path::Path, root: &std::path::Path) -> Verdict {
     let data = std::fs::read(path).ok()?;
-    if !data.windows(MESSAGE.len()).any(|w| w == MESSAGE) {
+    if !carries_check(&data) {
         return None; // glibc 2.35+ (or not glibc): no check
     }
     abi_tag(&data).or_else(|| {
@@ -170,7 +176,7 @@ pub fn checks_kernel_version(root: &std::path::Path, program: &std::path::Path) 
         resolve_in_root(root, path)
             .and_then(|p| std::fs::read(p).ok())
             .map(|data| {
-                let checks = data.windows(MESSAGE.len()).any(|w| w == MESSAGE);
+                let checks = carries_check(&data);
                 (checks, interpreter(&data))
             })
     };
