@@ -3,7 +3,7 @@
 //! namespace, for an ordinary user who needs a pid and mount namespace (a root
 //! filesystem, the seccomp platform). The guest's pid namespace is made by the fork
 //! itself (`sys::spawn`), its mount namespace by the namespace's init
-//! (`sys::spawn::become_init`).
+//! (`sys::spawn` init role).
 
 use crate::{GuestCommand, PlatformError};
 

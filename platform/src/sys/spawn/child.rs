@@ -1,0 +1,179 @@
+//! The forked child between `fork` and `execve`: waits for the parent's go-ahead,
+//! becomes (or forks under) the pid namespace's init, switches user, directory and
+//! limits, installs the seccomp filter and execs the guest. Only async-signal-safe calls,
+//! on memory the parent prepared ([`ChildCtx`]).
+
+use super::image::ChildCtx;
+use super::wire::{self, errno, ChildStage, Message};
+
+/// The child between fork and exec. Only async-signal-safe calls.
+pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
+    // SAFETY: every call below is an async-signal-safe system call on descriptors this
+    // process owns and on memory prepared before fork that stays alive (the parent's
+    // copy-on-write image) until execve or _exit.
+    unsafe {
+        libc::close(ctx.go_w);
+        libc::close(ctx.err_r);
+        // The Rust runtime ignores SIGPIPE in compatrun itself; the guest starts with the
+        // disposition compatrun was started with (recorded before the runtime ran).
+        let pipe = if ctx.image.sigpipe_ignored {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
+        libc::signal(libc::SIGPIPE, pipe);
+        // If the parent dies before seizing us, die too rather than run unsupervised.
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as u64,
+            0u64,
+            0u64,
+            0u64,
+        );
+        // (As pid 1 of a new pid namespace, our parent is outside it and shows as 0.)
+        let ppid = libc::getppid();
+        if ppid != ctx.parent && !(ctx.image.pid_ns && ppid == 0) {
+            libc::_exit(125);
+        }
+    }
+    if wire::recv_raw(ctx.go_r) != Some(Message::Go) {
+        // EOF: the parent gave up (or died) without seizing us.
+        ctx.fail(ChildStage::Handshake, libc::ECHILD, 125);
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::close(ctx.go_r);
+        // Seized with PTRACE_O_EXITKILL now: that guards us from here on, and the guest
+        // should see the parent-death signal it would natively have (none). In notify
+        // mode we are the pid namespace's init and keep it: if compatrun dies, we die,
+        // and with us every process of the namespace. (A fork clears it for the guest.)
+        if !ctx.image.notify {
+            libc::prctl(libc::PR_SET_PDEATHSIG, 0u64, 0u64, 0u64, 0u64);
+        }
+    }
+    if ctx.image.pid_ns {
+        super::init::become_init(ctx); // returns in the guest's first process only
+    }
+    // SAFETY: as above.
+    unsafe {
+        let mut dropped_privileges = false;
+        if let Some((uid, gid)) = ctx.image.user {
+            let groups = [gid];
+            if libc::setgroups(1, groups.as_ptr()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                ctx.fail(ChildStage::User, errno(), 125);
+            }
+            dropped_privileges = uid != 0;
+        }
+        if let Some(cwd) = &ctx.image.cwd {
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                ctx.fail(ChildStage::Chdir, errno(), 125);
+            }
+        }
+        if let Some(limit) = ctx.image.nofile_soft {
+            // Lower the soft limit only; the hard limit stays, so the guest may raise it.
+            let mut rl: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur > limit {
+                rl.rlim_cur = limit;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+            }
+        }
+        if (ctx.image.no_new_privs || dropped_privileges)
+            && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1u64, 0u64, 0u64, 0u64) != 0
+        {
+            ctx.fail(ChildStage::Filter, errno(), 125);
+        }
+        let prog: *const libc::sock_fprog = &ctx.ptrs.prog;
+        let flags = if ctx.image.notify {
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+        } else {
+            0
+        };
+        let listener = libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            prog,
+        );
+        if listener < 0 {
+            ctx.fail(ChildStage::Filter, errno(), 125);
+        }
+        if ctx.image.notify {
+            // Hand the listener to compatrun and keep no copy: the guest must never be
+            // able to answer its own calls.
+            let fd = i32::try_from(listener).unwrap_or(-1);
+            if !crate::sys::notify::send_fd_raw(ctx.listen, fd) {
+                ctx.fail(ChildStage::Filter, errno(), 125);
+            }
+            libc::close(fd);
+            libc::close(ctx.listen);
+        }
+    }
+    if !ctx.image.candidates.is_empty() {
+        exec_candidates(ctx);
+    }
+    // SAFETY: execve on NUL-terminated strings and NULL-terminated pointer arrays
+    // prepared before fork; it returns only on failure.
+    let mut e = unsafe {
+        libc::execve(
+            ctx.image.path.as_ptr(),
+            ctx.ptrs.argv.as_ptr(),
+            ctx.ptrs.envp.as_ptr(),
+        );
+        errno()
+    };
+    if e == libc::ENOEXEC {
+        // SAFETY: as above (execvp's /bin/sh fallback for a file without a #! line).
+        e = unsafe {
+            libc::execve(
+                c"/bin/sh".as_ptr(),
+                ctx.ptrs.sh_argv.as_ptr(),
+                ctx.ptrs.envp.as_ptr(),
+            );
+            errno()
+        };
+    }
+    let code = if e == libc::ENOENT { 127 } else { 126 };
+    ctx.fail(ChildStage::Exec, e, code)
+}
+
+/// Execs the first of the program's candidate paths (inside the root filesystem) that
+/// the kernel takes, as `execvp` does; fails with 127 if none exists, 126 if one exists
+/// but cannot run. Never returns.
+fn exec_candidates(ctx: &ChildCtx<'_>) -> ! {
+    let mut first_error = libc::ENOENT;
+    for (path, sh_argv) in ctx.image.candidates.iter().zip(&ctx.ptrs.candidate_sh_argv) {
+        // SAFETY: execve on NUL-terminated strings and NULL-terminated pointer arrays
+        // prepared before fork; it returns only on failure.
+        let e = unsafe {
+            libc::execve(
+                path.as_ptr(),
+                ctx.ptrs.argv.as_ptr(),
+                ctx.ptrs.envp.as_ptr(),
+            );
+            errno()
+        };
+        if e == libc::ENOEXEC {
+            // SAFETY: as above (/bin/sh inside the tree with this candidate's argument
+            // vector, like execvp's fallback).
+            unsafe {
+                libc::execve(
+                    c"/bin/sh".as_ptr(),
+                    sh_argv.as_ptr(),
+                    ctx.ptrs.envp.as_ptr(),
+                );
+            }
+        }
+        if e != libc::ENOENT && e != libc::ENOTDIR && first_error == libc::ENOENT {
+            first_error = e;
+        }
+    }
+    let code = if first_error == libc::ENOENT {
+        127
+    } else {
+        126
+    };
+    ctx.fail(ChildStage::Exec, first_error, code)
+}

@@ -1,0 +1,197 @@
+//! What the parent prepares before `fork` for the child and the init: the owned
+//! instructions ([`ChildImage`]), the raw pointer arrays `execve` takes
+//! ([`ExecPointers`]), and the child's view of both with its descriptors
+//! ([`ChildCtx`]). Nothing here runs between fork and exec except [`ChildCtx::fail`].
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+
+use super::wire::{self, ChildFailure, ChildStage, Message};
+use crate::filter::Insn;
+use crate::GuestCommand;
+
+/// Everything the child needs, allocated before `fork`.
+#[derive(Debug)]
+pub struct ChildImage {
+    pub(super) path: CString,
+    pub(super) argv: Vec<CString>,
+    pub(super) envp: Vec<CString>,
+    pub(super) sh_argv: Vec<CString>,
+    pub(super) cwd: Option<CString>,
+    pub(super) nofile_soft: Option<u64>,
+    pub(super) sigpipe_ignored: bool,
+    pub(super) pid_ns: bool,
+    pub(super) synthetic: Vec<(CString, Vec<u8>)>,
+    /// Per STAGING directory, a file name for each synthetic file.
+    pub(super) staging: Vec<Vec<CString>>,
+    pub(super) filter: Vec<Insn>,
+    pub(super) no_new_privs: bool,
+    /// Seccomp user notification: install the filter with a listener, send it to the
+    /// parent, and keep the pid namespace's init bound to the parent's life.
+    pub(super) notify: bool,
+    /// The root filesystem's plan, carried out by the init.
+    pub(super) rootfs: Option<crate::rootfs::Plan>,
+    /// With a root filesystem: where the program may be inside it, tried in order.
+    pub(super) candidates: Vec<CString>,
+    /// The user and group the guest's first process switches to.
+    pub(super) user: Option<(u32, u32)>,
+}
+
+/// Directories that may briefly hold a private tmpfs while synthetic files are made
+/// (inside the guest's own mount namespace; the first that works is used).
+pub(super) const STAGING: [&CStr; 4] = [c"/tmp", c"/mnt", c"/run", c"/dev"];
+
+fn cstring(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{:?} contains a NUL byte", s),
+        )
+    })
+}
+
+impl ChildImage {
+    /// Prepares the exec of `cmd` under the seccomp program `filter`.
+    pub fn new(cmd: &GuestCommand, filter: Vec<Insn>, no_new_privs: bool) -> io::Result<Self> {
+        let path = cstring(&cmd.program)?;
+        let argv = cmd
+            .argv
+            .iter()
+            .map(|a| cstring(a))
+            .collect::<io::Result<Vec<_>>>()?;
+        let envp = cmd
+            .env
+            .iter()
+            .map(|e| cstring(e))
+            .collect::<io::Result<Vec<_>>>()?;
+        // execvp's fallback for a file without a #! line: run it with /bin/sh.
+        let mut sh_argv = vec![CString::from(c"/bin/sh"), path.clone()];
+        sh_argv.extend(argv.iter().skip(1).cloned());
+        let cwd = cmd.cwd.as_deref().map(cstring).transpose()?;
+        Ok(ChildImage {
+            path,
+            argv,
+            envp,
+            sh_argv,
+            cwd,
+            nofile_soft: cmd.nofile_soft,
+            sigpipe_ignored: crate::sys::signals::sigpipe_ignored_at_start(),
+            pid_ns: cmd.pid_ns,
+            synthetic: cmd
+                .synthetic_files
+                .iter()
+                .map(|(path, data)| Ok((cstring(path)?, data.clone())))
+                .collect::<io::Result<_>>()?,
+            staging: STAGING
+                .iter()
+                .map(|dir| {
+                    (0..cmd.synthetic_files.len())
+                        .map(|i| {
+                            let mut p = dir.to_bytes().to_vec();
+                            p.extend_from_slice(format!("/compatrun-{i}").as_bytes());
+                            CString::new(p).unwrap_or_default()
+                        })
+                        .collect()
+                })
+                .collect(),
+            filter,
+            no_new_privs,
+            notify: false,
+            rootfs: cmd.root.as_ref().map(crate::rootfs::plan).transpose()?,
+            candidates: match &cmd.root {
+                Some(root) => crate::rootfs::candidates(&cmd.program, &root.path)
+                    .iter()
+                    .map(|c| cstring(c))
+                    .collect::<io::Result<_>>()?,
+                None => Vec::new(),
+            },
+            user: cmd.user,
+        })
+    }
+
+    /// Makes the guest's filter report to a listener that the parent receives
+    /// ([`super::Spawned::listener`]) instead of to a tracer, and the pid namespace's
+    /// init report the guest's job-control stops ([`super::Spawned::read_report`]).
+    /// Needs a pid namespace: the init dies with the parent (parent-death signal), and
+    /// the kernel then kills every process in the namespace, so no guest code runs
+    /// unsupervised.
+    pub fn with_notify(mut self) -> Self {
+        self.notify = true;
+        self
+    }
+
+    /// The pointer arrays for `execve` and `seccomp`, built before fork (the child must
+    /// not allocate). They point into `self`, which must outlive them.
+    pub(super) fn pointers(&self) -> io::Result<ExecPointers> {
+        let nul_terminated = |v: &[CString]| -> Vec<*const libc::c_char> {
+            v.iter()
+                .map(|a| a.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        Ok(ExecPointers {
+            argv: nul_terminated(&self.argv),
+            envp: nul_terminated(&self.envp),
+            sh_argv: nul_terminated(&self.sh_argv),
+            // Per candidate inside a root filesystem: `/bin/sh CANDIDATE ARGS...`,
+            // execvp's fallback for the candidate the kernel refused with ENOEXEC.
+            candidate_sh_argv: self
+                .candidates
+                .iter()
+                .map(|c| {
+                    [c"/bin/sh".as_ptr(), c.as_ptr()]
+                        .into_iter()
+                        .chain(self.argv.iter().skip(1).map(|a| a.as_ptr()))
+                        .chain(std::iter::once(std::ptr::null()))
+                        .collect()
+                })
+                .collect(),
+            prog: libc::sock_fprog {
+                len: u16::try_from(self.filter.len()).map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long")
+                })?,
+                filter: self.filter.as_ptr().cast_mut(),
+            },
+        })
+    }
+}
+
+/// The raw pointer arrays the child hands to the kernel, pointing into a [`ChildImage`].
+pub(super) struct ExecPointers {
+    pub(super) argv: Vec<*const libc::c_char>,
+    pub(super) envp: Vec<*const libc::c_char>,
+    pub(super) sh_argv: Vec<*const libc::c_char>,
+    /// `sh_argv` for each of the image's candidates, in the same order.
+    pub(super) candidate_sh_argv: Vec<Vec<*const libc::c_char>>,
+    pub(super) prog: libc::sock_fprog,
+}
+
+/// The child's view after fork: its instructions, their pointers, and its descriptors.
+pub(super) struct ChildCtx<'a> {
+    /// compatrun's pid (the child's parent, unless in a new pid namespace).
+    pub(super) parent: libc::pid_t,
+    pub(super) go_r: i32,
+    pub(super) go_w: i32,
+    pub(super) err_r: i32,
+    pub(super) err_w: i32,
+    /// Notify mode: our end of the socket the listener goes to (else -1).
+    pub(super) listen: i32,
+    /// Notify mode: the init's report pipe (else -1).
+    pub(super) report: i32,
+    pub(super) image: &'a ChildImage,
+    pub(super) ptrs: &'a ExecPointers,
+}
+
+impl ChildCtx<'_> {
+    /// Reports `stage` and `err` on the error pipe and exits with `code` (never returns).
+    /// Async-signal-safe.
+    pub(super) fn fail(&self, stage: ChildStage, err: i32, code: i32) -> ! {
+        wire::send_raw(
+            self.err_w,
+            Message::Failed(ChildFailure { stage, errno: err }),
+        );
+        // SAFETY: _exit(2) is async-signal-safe and takes no memory.
+        unsafe { libc::_exit(code) }
+    }
+}
