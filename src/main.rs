@@ -70,11 +70,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let table = SyscallTable::builtin().context("the built-in syscall table is invalid")?;
     match cli.subcommand {
         Some(Command::Personas { persona }) => {
-            personas::print(&table, persona.as_deref())?;
+            quiet_on_closed_pipe(personas::print(&table, persona.as_deref()))?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Images { action }) => {
-            images_command(action)?;
+            quiet_on_closed_pipe(images_command(action))?;
             return Ok(ExitCode::SUCCESS);
         }
         None => {}
@@ -387,9 +387,28 @@ fn tree_user(tree: &std::path::Path, spec: &str, what: &str) -> anyhow::Result<(
     Ok((uid, gid))
 }
 
+/// A listing whose reader went away (`compatrun personas | head -1`) is not a failure:
+/// like other command-line tools, compatrun then stops printing, quietly. Only for the
+/// commands that print listings: a closed pipe while starting a guest is a real error.
+fn quiet_on_closed_pipe(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// `compatrun images ...`.
 fn images_command(action: ImagesAction) -> anyhow::Result<()> {
+    use std::io::Write;
     let cache = image::Cache::locate()?;
+    let mut out = std::io::stdout().lock();
     let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1e6);
     match action {
         ImagesAction::List => {
@@ -405,21 +424,26 @@ fn images_command(action: ImagesAction) -> anyhow::Result<()> {
                     t.images.join(", ")
                 };
                 let in_use = if t.in_use { "  [in use]" } else { "" };
-                println!(
+                writeln!(
+                    out,
                     "{:>10}  {images}{in_use}  {}",
                     mb(t.bytes),
                     t.rootfs.display()
-                );
+                )?;
             }
         }
         ImagesAction::Prune { dry_run } => {
             let pruned = cache.prune(dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
             for (path, bytes) in pruned.trees.iter().chain(&pruned.leftovers) {
-                println!("{verb} {} ({})", path.display(), mb(*bytes));
+                writeln!(out, "{verb} {} ({})", path.display(), mb(*bytes))?;
             }
             for path in &pruned.in_use {
-                println!("kept {} (in use by a running compatrun)", path.display());
+                writeln!(
+                    out,
+                    "kept {} (in use by a running compatrun)",
+                    path.display()
+                )?;
             }
             let total: u64 = pruned
                 .trees
@@ -427,18 +451,19 @@ fn images_command(action: ImagesAction) -> anyhow::Result<()> {
                 .chain(&pruned.leftovers)
                 .map(|(_, b)| b)
                 .sum();
-            println!(
+            writeln!(
+                out,
                 "{verb} {} cached trees ({}) from {}",
                 pruned.trees.len(),
                 mb(total),
                 cache.root().display()
-            );
+            )?;
         }
         ImagesAction::Prepare { path } => {
             use std::io::IsTerminal;
             let prepared = image::prepare(&path, &cache, std::io::stderr().is_terminal())?;
             log::info!("image sha256:{} is ready", prepared.id);
-            println!("{}", prepared.rootfs.display());
+            writeln!(out, "{}", prepared.rootfs.display())?;
         }
     }
     Ok(())

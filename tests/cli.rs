@@ -243,3 +243,31 @@ fn where_ptrace_is_forbidden_compatrun_says_so_and_what_to_do() {
     );
     assert!(o.err().contains("CAP_SYS_PTRACE"), "{}", o.err());
 }
+
+/// `compatrun personas | head -1`: a reader that went away before the listing was
+/// written. The pipe's read end is closed before compatrun starts, so its first write
+/// fails with EPIPE every time; compatrun stays quiet and exits 0, as listings do.
+#[test]
+fn listings_stay_quiet_on_a_closed_pipe() {
+    for args in [
+        &["personas"][..],
+        &["personas", "rhel6"],
+        &["--help"],
+        &["images", "list"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let cache = scratch_dir().join("cli-closed-pipe-cache");
+        let out = Command::new(compatrun_bin())
+            .args(args)
+            .env("COMPATRUN_CACHE_DIR", &cache)
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run compatrun");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}
