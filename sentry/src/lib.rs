@@ -14,6 +14,7 @@ pub mod persona;
 pub mod policy;
 pub mod table;
 pub mod version;
+pub mod x86;
 
 use platform::{
     Arch, GuestThread, InterceptSpec, Regs, SignalInfo, SignalVerdict, Supervisor, Syscall, Verdict,
