@@ -1,10 +1,9 @@
-//! The command line, and the choice of platform it makes.
+//! The command line, and the platform it asks for (`auto` is resolved by
+//! [`platform::choose`]).
 
 use std::ffi::OsString;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use platform::{ExitStatus, GuestCommand, PlatformError};
-use sentry::Sentry;
 
 /// Run a program under an older Linux kernel's persona.
 ///
@@ -177,95 +176,24 @@ pub enum PlatformChoice {
     Seccomp,
 }
 
-/// A platform chosen for one run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Platform {
-    /// See [`PlatformChoice::Ptrace`].
-    Ptrace,
-    /// See [`PlatformChoice::Seccomp`].
-    Seccomp,
-}
-
-/// What the host and the run allow, as `auto` weighs it.
-#[derive(Clone, Copy, Debug)]
-pub struct RunNeeds {
-    /// The persona wants to see signals (vsyscall emulation) before delivery.
-    pub wants_signals: bool,
-    /// The guest will run in its own pid namespace.
-    pub pid_ns: bool,
-    /// The persona needs the program to see its version in the vDSO (exec events).
-    pub exec_hook: bool,
-}
+pub use platform::{Platform, RunNeeds};
 
 impl PlatformChoice {
-    /// Resolves `auto` for this run; logs the choice and its reason at info level.
+    /// The backend this choice names, if it names one.
+    fn asked(self) -> Option<Platform> {
+        match self {
+            PlatformChoice::Auto => None,
+            PlatformChoice::Ptrace => Some(Platform::Ptrace),
+            PlatformChoice::Seccomp => Some(Platform::Seccomp),
+        }
+    }
+
+    /// Resolves `auto` for this run with the platform's rule ([`platform::choose`]);
+    /// logs the choice and its reason at info level.
     pub fn resolve(self, needs: RunNeeds) -> Platform {
-        let (platform, why) = match self {
-            PlatformChoice::Ptrace => (Platform::Ptrace, "asked for".to_owned()),
-            PlatformChoice::Seccomp => (Platform::Seccomp, "asked for".to_owned()),
-            PlatformChoice::Auto => auto(needs),
-        };
-        log::info!("platform {}: {why}", platform.name());
-        platform
-    }
-}
-
-/// The `auto` rule (documented in README.md, "Platforms").
-fn auto(needs: RunNeeds) -> (Platform, String) {
-    if let Err(why) = platform::seccomp::supported() {
-        return (Platform::Ptrace, why);
-    }
-    if needs.wants_signals && !platform::host_has_vsyscall_page() {
-        return (
-            Platform::Ptrace,
-            "this host has no vsyscall page (vsyscall=none) and the persona's guests may call \
-             it; only ptrace sees the fault to emulate it"
-                .to_owned(),
-        );
-    }
-    if needs.exec_hook {
-        return (
-            Platform::Ptrace,
-            "the program's C library checks the kernel version at start-up (glibc before \
-             2.35) and reads it from the vDSO, which only ptrace can rewrite at exec"
-                .to_owned(),
-        );
-    }
-    if !needs.pid_ns {
-        return (
-            Platform::Ptrace,
-            "no pid namespace for the guest (it needs CAP_SYS_ADMIN, or a root filesystem \
-             run); the seccomp platform needs one to end the guest with compatrun"
-                .to_owned(),
-        );
-    }
-    (
-        Platform::Seccomp,
-        "seccomp user notification: process creation and forwarded calls at native speed"
-            .to_owned(),
-    )
-}
-
-impl Platform {
-    /// The name as given on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Platform::Ptrace => "ptrace",
-            Platform::Seccomp => "seccomp",
-        }
-    }
-
-    /// Runs `command` under `sentry` on this platform.
-    pub fn run(
-        self,
-        command: &GuestCommand,
-        mut sentry: Sentry,
-    ) -> Result<ExitStatus, PlatformError> {
-        let spec = sentry.intercept_spec().clone();
-        match self {
-            Platform::Ptrace => platform::ptrace::run(command, &spec, &mut sentry),
-            Platform::Seccomp => platform::seccomp::run(command, &spec, &mut sentry),
-        }
+        let choice = platform::choose(self.asked(), needs);
+        log::info!("platform {}: {}", choice.platform.name(), choice.why);
+        choice.platform
     }
 }
 

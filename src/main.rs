@@ -163,7 +163,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .is_some_and(|(root, prog)| sentry.needs_exec_hook(root, prog)),
     });
-    let status = platform.run(&command, sentry);
+    let spec = sentry.intercept_spec().clone();
+    let status = platform.run(&command, &spec, &mut sentry);
     if let Some(dir) = &scratch {
         // The guest's writes to the image's tree were an overlay: they go now.
         let _ = image::remove_tree(dir);

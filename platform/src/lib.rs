@@ -7,13 +7,18 @@
 //! [`Supervisor`] trait (see [`contract`]).
 //!
 //! Backends: [`ptrace`] (seccomp `RET_TRACE` stops under `PTRACE_SEIZE`) and [`seccomp`]
-//! (seccomp `RET_USER_NOTIF` on a listener fd, nothing traced).
+//! (seccomp `RET_USER_NOTIF` on a listener fd, nothing traced). Each declares what it
+//! can do ([`backend`]); [`choose`] picks one for a run and says why, and both start
+//! the guest through one shared launch path.
 
 #![deny(missing_docs)]
 
+pub mod backend;
 pub mod contract;
+pub mod declaration;
 pub mod filter;
 mod jobctl;
+mod launch;
 pub mod mem;
 mod ns;
 pub mod ptrace;
@@ -23,6 +28,7 @@ pub mod sys;
 
 use std::ffi::OsString;
 
+pub use backend::{choose, Capabilities, Choice, Declaration, Platform, RunNeeds};
 pub use contract::{
     Arch, Fault, GuestThread, InterceptSpec, Regs, Rule, SignalInfo, SignalVerdict, Supervisor,
     Syscall, Verdict,

@@ -18,14 +18,14 @@ use log::{debug, trace, warn};
 use nix::errno::Errno;
 use nix::sys::ptrace::{self as nixptrace, Event, Options};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::waitpid;
 use nix::unistd::{getpgid, getpgrp, Pid};
 
 pub use tracee::{PtraceThread, Stopped, TraceError};
 
 use crate::contract::{InterceptSpec, SignalVerdict, Supervisor, Syscall, Verdict};
+use crate::declaration::{Capabilities, Declaration};
 use crate::filter::{self, CatchAction};
-use crate::sys::spawn::{self, ChildImage};
+use crate::launch::{self, Plan};
 use crate::sys::{self, signals, WaitEvent};
 use crate::{ExitStatus, GuestCommand, PlatformError};
 
@@ -47,6 +47,33 @@ enum ThreadState {
     Running,
 }
 
+/// The ptrace backend's declaration: it sees everything, at the price of a stop in
+/// compatrun for every fork, clone and exec.
+pub const DECLARATION: Declaration = Declaration {
+    name: "ptrace",
+    merit: "ptrace sees signals, exec and every exit",
+    caps: Capabilities {
+        sees_signals: true,
+        sees_exec: true,
+        reports_exits: true,
+        needs_pid_ns: false,
+        forks_untraced: false,
+    },
+    available: || Ok(()),
+};
+
+const PLAN: Plan = Plan {
+    decl: &DECLARATION,
+    catch: CatchAction::Trace,
+    before_fork: || {
+        // Orphaned guest processes come back to us to be reaped.
+        nix::sys::prctl::set_child_subreaper(true).map_err(|e| PlatformError::Spawn {
+            op: "set child subreaper",
+            source: e.into(),
+        })
+    },
+};
+
 /// Runs `cmd` under the ptrace platform until every guest process is gone.
 ///
 /// Returns the first process's exit status. The supervisor is told about every call
@@ -56,40 +83,11 @@ pub fn run<S: Supervisor>(
     spec: &InterceptSpec,
     sup: &mut S,
 ) -> Result<ExitStatus, PlatformError> {
-    let prog = filter::compile(spec, CatchAction::Trace);
-    let image = ChildImage::new(cmd, prog, !sys::has_cap_sys_admin()).map_err(|source| {
-        PlatformError::Spawn {
-            op: "prepare",
-            source,
-        }
+    let (mut child, ()) = launch::launch(cmd, spec, &PLAN, |child| {
+        nixptrace::seize(child.pid, options())
+            .map_err(|source| PlatformError::PtraceDenied { source })
     })?;
-
-    // Orphaned guest processes come back to us to be reaped.
-    nix::sys::prctl::set_child_subreaper(true).map_err(|e| PlatformError::Spawn {
-        op: "set child subreaper",
-        source: e.into(),
-    })?;
-    signals::install_forwarding().map_err(|e| PlatformError::Spawn {
-        op: "install signal handlers",
-        source: e.into(),
-    })?;
-
-    crate::ns::enter(cmd)?;
-    let mut child =
-        spawn::spawn(&image).map_err(|source| PlatformError::Spawn { op: "fork", source })?;
     let root = child.pid;
-    if let Err(errno) = nixptrace::seize(root, options()) {
-        drop(child); // the child sees EOF on its go-ahead pipe and exits
-        let _ = waitpid(root, None);
-        return Err(PlatformError::PtraceDenied { source: errno });
-    }
-    // The guest may not read or attach to us. Only now: the child forked before this
-    // and is seized already (a non-dumpable parent's fork child is non-dumpable until it
-    // execs, and seizing it would need CAP_SYS_PTRACE).
-    nix::sys::prctl::set_dumpable(false).map_err(|e| PlatformError::Spawn {
-        op: "set non-dumpable",
-        source: e.into(),
-    })?;
     let mut tracer = Tracer {
         root,
         guest: None,
@@ -109,11 +107,7 @@ pub fn run<S: Supervisor>(
     let result = tracer.run(sup);
     signals::clear_target();
     drop(tracer);
-    let status = result?;
-    if let Some(fail) = child.failure() {
-        return Err(PlatformError::from_child(cmd, fail));
-    }
-    Ok(status)
+    launch::finish(cmd, &child, result)
 }
 
 struct Tracer {

@@ -15,7 +15,7 @@
 //! What this backend cannot do, and the ptrace backend can: see signals before delivery
 //! (so no vsyscall emulation where the host has no vsyscall page), and see exec events
 //! (so the vDSO's kernel-version note is not rewritten and the "kernel too old" hint is
-//! not given). [`Capabilities`] says so to whoever chooses a platform.
+//! not given). Its [`DECLARATION`] says so to whoever chooses a platform.
 
 mod guest;
 
@@ -29,8 +29,10 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 
 use crate::contract::{InterceptSpec, Supervisor, Syscall, Verdict};
+use crate::declaration::{Capabilities, Declaration};
 use crate::filter::{self, CatchAction};
-use crate::sys::spawn::{self, ChildImage, GuestJobEvent};
+use crate::launch::{self, Plan};
+use crate::sys::spawn::{self, GuestJobEvent};
 use crate::sys::{self, notify, signals};
 use crate::{ExitStatus, GuestCommand, PlatformError};
 
@@ -58,6 +60,32 @@ pub fn supported() -> Result<(), String> {
     Ok(())
 }
 
+/// The seccomp backend's declaration: forks and exec run untraced, but it needs a pid
+/// namespace, and it sees no signal, no exec and no exit.
+pub const DECLARATION: Declaration = Declaration {
+    name: "seccomp",
+    merit: "seccomp user notification: process creation and forwarded calls at native speed",
+    caps: Capabilities {
+        sees_signals: false,
+        sees_exec: false,
+        reports_exits: false,
+        needs_pid_ns: true,
+        forks_untraced: true,
+    },
+    available: supported,
+};
+
+const PLAN: Plan = Plan {
+    decl: &DECLARATION,
+    catch: CatchAction::UserNotif,
+    before_fork: || {
+        sys::install_wake_handler().map_err(|source| PlatformError::Spawn {
+            op: "install the wake-up handler",
+            source,
+        })
+    },
+};
+
 /// Runs `cmd` under the seccomp-notification platform until every guest process is
 /// gone. `cmd.pid_ns` must be set: the pid namespace is what binds the guest's life to
 /// compatrun's.
@@ -66,59 +94,24 @@ pub fn run<S: Supervisor + Send>(
     spec: &InterceptSpec,
     sup: &mut S,
 ) -> Result<ExitStatus, PlatformError> {
-    if !cmd.pid_ns {
-        return Err(PlatformError::Spawn {
-            op: "run without a pid namespace",
-            source: std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "the seccomp platform needs the guest in its own pid namespace (so that it \
-                 dies with compatrun), which takes CAP_SYS_ADMIN (root) and --pid-ns auto \
-                 or on; otherwise use --platform ptrace",
-            ),
-        });
-    }
-    supported().map_err(|msg| PlatformError::Spawn {
-        op: "use seccomp user notification",
-        source: std::io::Error::new(std::io::ErrorKind::Unsupported, msg),
-    })?;
-    let prog = filter::compile(spec, CatchAction::UserNotif);
-    let image = ChildImage::new(cmd, prog, !sys::has_cap_sys_admin())
-        .map_err(|source| PlatformError::Spawn {
-            op: "prepare",
-            source,
-        })?
-        .with_notify();
     let setup = |op: &'static str| move |e: std::io::Error| PlatformError::Spawn { op, source: e };
-    signals::install_forwarding().map_err(|e| PlatformError::Spawn {
-        op: "install signal handlers",
-        source: e.into(),
+    let (mut child, init_pidfd) = launch::launch(cmd, spec, &PLAN, |child| {
+        let pidfd = sys::pidfd_open(child.pid).map_err(setup("pidfd_open"))?;
+        signals::set_target(child.pid.as_raw(), std::os::fd::AsRawFd::as_raw_fd(&pidfd));
+        Ok(pidfd)
     })?;
-    sys::install_wake_handler().map_err(setup("install the wake-up handler"))?;
-    crate::ns::enter(cmd)?;
-    let mut child =
-        spawn::spawn(&image).map_err(|source| PlatformError::Spawn { op: "fork", source })?;
     let init = child.pid;
-    let init_pidfd = sys::pidfd_open(init).map_err(setup("pidfd_open"))?;
-    signals::set_target(init.as_raw(), std::os::fd::AsRawFd::as_raw_fd(&init_pidfd));
     child.release().map_err(setup("release the guest"))?;
     let listener = child
         .listener()
         .map_err(setup("receive the seccomp listener"))?;
-    // The guest may not read or attach to us (it cannot even see us: its pid namespace).
-    nix::sys::prctl::set_dumpable(false).map_err(|e| PlatformError::Spawn {
-        op: "set non-dumpable",
-        source: e.into(),
-    })?;
     let status = match listener {
-        Some(listener) => supervise(&child, &init_pidfd, listener, sup)?,
+        Some(listener) => supervise(&child, &init_pidfd, listener, sup),
         // The guest failed before its filter was in place: nothing to supervise.
-        None => wait_init(init)?,
+        None => wait_init(init),
     };
     signals::root_gone();
-    if let Some(fail) = child.failure() {
-        return Err(PlatformError::from_child(cmd, fail));
-    }
-    Ok(status)
+    launch::finish(cmd, &child, status)
 }
 
 /// Serves notifications on a second thread while this one waits for the namespace to
