@@ -6,9 +6,10 @@
 //! them. [`choose`] knows no backend by name: it takes the first one, in that order,
 //! that is available on this host and can do everything the run needs.
 
+use crate::command::{ExitStatus, GuestCommand};
 use crate::contract::{InterceptSpec, Supervisor};
 pub use crate::declaration::{Capabilities, Declaration};
-use crate::{ExitStatus, GuestCommand, PlatformError};
+use crate::error::PlatformError;
 
 /// The backends compatrun has, in order of preference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +120,7 @@ pub fn choose(asked: Option<Platform>, needs: RunNeeds) -> Choice {
         };
     }
     let order = Platform::ALL.map(|p| (p, p.declaration()));
-    choose_among(&order, needs, crate::host_has_vsyscall_page())
+    choose_among(&order, needs, crate::sys::probe::host_has_vsyscall_page())
 }
 
 fn choose_among(

@@ -211,5 +211,5 @@ pub trait Supervisor {
 
     /// A guest thread is gone (when it led its thread group, the whole process is gone):
     /// forget anything kept about it.
-    fn exited(&mut self, _tid: i32, _status: crate::ExitStatus) {}
+    fn exited(&mut self, _tid: i32, _status: crate::command::ExitStatus) {}
 }

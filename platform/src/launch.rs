@@ -10,12 +10,13 @@
 
 use nix::sys::wait::waitpid;
 
+use crate::command::{ExitStatus, GuestCommand};
 use crate::contract::InterceptSpec;
 use crate::declaration::Declaration;
+use crate::error::PlatformError;
 use crate::filter::{self, CatchAction};
 use crate::sys::spawn::{self, ChildImage, Spawned};
 use crate::sys::{self, signals};
-use crate::{ExitStatus, GuestCommand, PlatformError};
 
 /// What a backend adds to the shared launch path.
 pub(crate) struct Plan {

@@ -5,7 +5,8 @@
 //! itself (`sys::spawn`), its mount namespace by the namespace's init
 //! (`sys::spawn` init role).
 
-use crate::{GuestCommand, PlatformError};
+use crate::command::GuestCommand;
+use crate::error::PlatformError;
 
 /// Prepares compatrun's own process for forking `cmd`'s guest. Must run while compatrun
 /// is single-threaded and before the fork.

@@ -22,7 +22,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::RootSetup;
+use crate::command::RootSetup;
 
 /// One step of the plan.
 #[derive(Debug)]
@@ -508,7 +508,7 @@ mod tests {
         std::fs::create_dir_all(&scratch).expect("mkdir");
         let mut setup = RootSetup {
             dir: tree.clone().into_os_string(),
-            binds: vec![crate::Bind {
+            binds: vec![crate::command::Bind {
                 src: base.clone().into_os_string(),
                 dst: "/data/x".into(),
                 read_only: false,

@@ -20,14 +20,16 @@ use nix::sys::ptrace::{self as nixptrace, Event, Options};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{getpgid, getpgrp, Pid};
 
-pub use tracee::{PtraceThread, Stopped, TraceError};
+pub use crate::error::TraceError;
+pub use tracee::{PtraceThread, Stopped};
 
+use crate::command::{ExitStatus, GuestCommand};
 use crate::contract::{InterceptSpec, SignalVerdict, Supervisor, Syscall, Verdict};
 use crate::declaration::{Capabilities, Declaration};
+use crate::error::PlatformError;
 use crate::filter::{self, CatchAction};
 use crate::launch::{self, Plan};
 use crate::sys::{self, signals, WaitEvent};
-use crate::{ExitStatus, GuestCommand, PlatformError};
 
 /// The options every tracee carries (inherited by auto-attached children).
 fn options() -> Options {

@@ -8,26 +8,8 @@ use nix::sys::ptrace;
 use nix::unistd::Pid;
 
 use crate::contract::{Fault, GuestThread, Regs, SignalInfo};
+use crate::error::TraceError;
 use crate::sys;
-
-/// A ptrace request that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum TraceError {
-    /// The thread no longer exists (killed, or exited with another thread's exec):
-    /// its exit is reported by `waitpid`, so callers just move on.
-    #[error("thread {0} is gone")]
-    Gone(Pid),
-    /// Anything else: a broken invariant of the tracer.
-    #[error("ptrace {op} on thread {pid} failed: {errno}")]
-    Failed {
-        /// The request.
-        op: &'static str,
-        /// The thread.
-        pid: Pid,
-        /// What the kernel said.
-        errno: Errno,
-    },
-}
 
 fn check<T>(op: &'static str, pid: Pid, r: nix::Result<T>) -> Result<T, TraceError> {
     r.map_err(|errno| match errno {

@@ -28,13 +28,14 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 
+use crate::command::{ExitStatus, GuestCommand};
 use crate::contract::{InterceptSpec, Supervisor, Syscall, Verdict};
 use crate::declaration::{Capabilities, Declaration};
+use crate::error::PlatformError;
 use crate::filter::{self, CatchAction};
 use crate::launch::{self, Plan};
 use crate::sys::spawn::{self, GuestJobEvent};
 use crate::sys::{self, notify, signals};
-use crate::{ExitStatus, GuestCommand, PlatformError};
 
 use guest::{MemFiles, NotifiedThread};
 

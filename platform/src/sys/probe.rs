@@ -206,3 +206,9 @@ pub fn probe(program: &[Insn], calls: &[(Arch, u32)]) -> io::Result<Option<Vec<P
             .collect(),
     ))
 }
+
+/// Whether this host maps the legacy vsyscall page (`[vsyscall]` in our own maps: the
+/// kernel emulates calls into it, unless booted with `vsyscall=none`).
+pub fn host_has_vsyscall_page() -> bool {
+    std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("[vsyscall]"))
+}

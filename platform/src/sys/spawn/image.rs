@@ -8,8 +8,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 
 use super::wire::{self, ChildFailure, ChildStage, Message};
+use crate::command::GuestCommand;
 use crate::filter::Insn;
-use crate::GuestCommand;
 
 /// Everything the child needs, allocated before `fork`.
 #[derive(Debug)]

@@ -1,0 +1,119 @@
+//! What compatrun asks a platform to run: the guest's first program, its environment,
+//! namespaces and root filesystem ([`GuestCommand`]), and how it ended ([`ExitStatus`]).
+
+use std::ffi::OsString;
+
+/// What to run as the guest's first process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestCommand {
+    /// The program to execute (a path: resolve PATH before, see [`resolve_program`]).
+    pub program: OsString,
+    /// The argument vector, argv\[0\] included.
+    pub argv: Vec<OsString>,
+    /// The environment, as `KEY=VALUE` strings.
+    pub env: Vec<OsString>,
+    /// The working directory, if it is to change.
+    pub cwd: Option<OsString>,
+    /// Lower the soft RLIMIT_NOFILE to this if it is higher (the hard limit stays).
+    pub nofile_soft: Option<u64>,
+    /// Run the guest in its own pid namespace (with its own /proc), where the supervisor
+    /// is invisible; needs CAP_SYS_ADMIN.
+    pub pid_ns: bool,
+    /// Files the guest sees with these contents instead of the host's (read-only bind
+    /// mounts in the guest's mount namespace; only with `pid_ns`). Targets must exist.
+    pub synthetic_files: Vec<(OsString, Vec<u8>)>,
+    /// A root filesystem for the guest (only with `pid_ns`): `program` is then looked up
+    /// inside it, on `RootSetup::path`.
+    pub root: Option<RootSetup>,
+    /// The user and group the guest's first process switches to before its filter and
+    /// exec (`--user` when compatrun is root; inside a user namespace the mapping does it).
+    pub user: Option<(u32, u32)>,
+    /// Enter a user namespace first, mapping compatrun's own ids to these (an ordinary
+    /// user gets the rights a pid and mount namespace need only this way).
+    pub user_ns: Option<IdMap>,
+}
+
+/// The one-to-one id mapping of a user namespace compatrun enters: compatrun's effective
+/// uid and gid outside appear as these inside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdMap {
+    /// The uid inside.
+    pub inside_uid: u32,
+    /// The gid inside.
+    pub inside_gid: u32,
+}
+
+/// The guest's root filesystem (`--rootfs`), set up by the pid namespace's init: see
+/// [`rootfs`] for what is mounted where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootSetup {
+    /// The directory that becomes `/`.
+    pub dir: OsString,
+    /// Host paths bound into the tree (`--bind SRC:DST[:ro]`).
+    pub binds: Vec<Bind>,
+    /// Bind the host's /etc/resolv.conf and /etc/hosts over the tree's (read-only).
+    pub host_files: bool,
+    /// The guest's host name, in its own UTS namespace.
+    pub hostname: Option<OsString>,
+    /// The PATH the program is looked up on inside the tree (when it has no slash).
+    pub path: OsString,
+    /// Keep `dir` unchanged: the guest's writes go to an overlay whose upper and work
+    /// directories are made in this (empty, existing) directory.
+    pub overlay: Option<OsString>,
+    /// The guest's working directory (absolute, inside the tree): under an overlay it is
+    /// made there when the tree lacks it, as container engines do.
+    pub workdir: Option<OsString>,
+}
+
+/// One `--bind`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    /// The host path.
+    pub src: OsString,
+    /// Where it appears inside the tree (absolute, as the guest sees it).
+    pub dst: OsString,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// How the guest's first process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called exit with this status.
+    Exited(i32),
+    /// It was killed by this signal.
+    Signaled {
+        /// The signal number.
+        signal: i32,
+        /// Whether it dumped core.
+        core: bool,
+    },
+}
+
+impl ExitStatus {
+    /// The status a shell would report: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(c) => c,
+            ExitStatus::Signaled { signal, .. } => 128 + signal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(ExitStatus::Exited(3).code(), 3);
+        assert_eq!(
+            ExitStatus::Signaled {
+                signal: 9,
+                core: false
+            }
+            .code(),
+            137
+        );
+    }
+}
