@@ -139,6 +139,27 @@ pub enum Command {
         #[command(subcommand)]
         action: ImagesAction,
     },
+    /// Scan programs and libraries for what will meet a changed kernel: system-call
+    /// sites, vsyscall users, the C library and its ABI note, judged per persona and
+    /// for this host.
+    Scan {
+        /// Files or directories to scan (directories are walked; links inside are not
+        /// followed).
+        #[arg(value_name = "PATH", required_unless_present_any = ["rootfs", "image"])]
+        paths: Vec<std::path::PathBuf>,
+        /// A root filesystem to scan (paths are shown as inside it).
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["paths", "image"])]
+        rootfs: Option<std::path::PathBuf>,
+        /// A container image to scan (unpacked into the image cache first).
+        #[arg(long, value_name = "IMAGE", conflicts_with = "paths")]
+        image: Option<std::path::PathBuf>,
+        /// Judge against this persona (repeatable; default: every built-in legacy one).
+        #[arg(long = "persona", short = 'k', value_name = "NAME|FILE")]
+        personas: Vec<String>,
+        /// Print JSON (schema: docs/SCAN.md) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the built-in personas, or show what one persona changes.
     Personas {
         /// A persona name or file to describe in full.

@@ -8,6 +8,7 @@
 mod cli;
 mod image;
 mod personas;
+mod scan;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -71,6 +72,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.subcommand {
         Some(Command::Personas { persona }) => {
             quiet_on_closed_pipe(personas::print(&table, persona.as_deref()))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Scan {
+            paths,
+            rootfs,
+            image,
+            personas,
+            json,
+        }) => {
+            let opts = scan::Options {
+                paths,
+                rootfs,
+                image,
+                personas,
+                json,
+            };
+            quiet_on_closed_pipe(scan::run(opts, &table))?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Images { action }) => {
