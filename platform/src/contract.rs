@@ -139,6 +139,26 @@ pub trait GuestThread {
     fn write_code(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault>;
 }
 
+/// A borrowed thread is a thread: lets a handler that takes `&mut dyn GuestThread` (a
+/// row of a handler table) call code generic over [`GuestThread`].
+impl<T: GuestThread + ?Sized> GuestThread for &mut T {
+    fn tid(&self) -> i32 {
+        (**self).tid()
+    }
+    fn tgid(&self) -> i32 {
+        (**self).tgid()
+    }
+    fn read_mem(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
+        (**self).read_mem(addr, buf)
+    }
+    fn write_mem(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
+        (**self).write_mem(addr, data)
+    }
+    fn write_code(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
+        (**self).write_code(addr, data)
+    }
+}
+
 /// What the platform does with a caught call once the handler has decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {

@@ -24,14 +24,14 @@ pub use persona::{Persona, PersonaError};
 pub use table::SyscallTable;
 pub use version::KernelVersion;
 
-use handlers::Handler;
+use handlers::Row;
 
 /// The sentry for one run: a persona, compiled into a spec and a dispatch table.
 #[derive(Debug)]
 pub struct Sentry {
     persona: Persona,
     spec: InterceptSpec,
-    dispatch: Vec<(Arch, u32, Handler)>,
+    dispatch: Vec<(Arch, u32, &'static Row)>,
     too_old: handlers::too_old::TooOld,
     sysctl: handlers::sysctl::SysctlTable,
     identity_files: Vec<(std::ffi::OsString, Vec<u8>)>,
@@ -94,22 +94,21 @@ impl Sentry {
 
 impl Supervisor for Sentry {
     fn syscall<G: GuestThread>(&mut self, thread: &mut G, call: &Syscall) -> Verdict {
-        let handler = self
+        let Some((_, _, row)) = self
             .dispatch
             .iter()
             .find(|(a, n, _)| *a == call.arch && *n == call.nr)
-            .map(|(_, _, h)| *h);
-        match (handler, &self.persona.uname) {
-            (Some(Handler::Uname(layout)), Some(id)) => {
-                handlers::uname::handle(thread, call, id, layout, self.nodename.as_deref())
-            }
-            (Some(Handler::Removed(which)), _) => handlers::removed::handle(thread, call, which),
-            (Some(Handler::Sysctl), _) => {
-                handlers::sysctl::handle(thread, call, &self.sysctl, &self.identity_files)
-            }
+        else {
             // Caught but not ours to change: run it as the guest asked.
-            _ => Verdict::Forward,
-        }
+            return Verdict::Forward;
+        };
+        let cx = handlers::Context {
+            identity: self.persona.uname.as_ref(),
+            nodename: self.nodename.as_deref(),
+            sysctl: &self.sysctl,
+            identity_files: &self.identity_files,
+        };
+        (row.handler)(thread, call, &cx)
     }
 
     fn execed<G: GuestThread>(&mut self, thread: &mut G) {

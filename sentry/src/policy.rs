@@ -3,7 +3,7 @@
 
 use platform::{Arch, InterceptSpec, Rule};
 
-use crate::handlers::{self, Handler};
+use crate::handlers::{self, Row, When};
 use crate::persona::Persona;
 use crate::table::{Entry, SyscallTable};
 use crate::version::KernelVersion;
@@ -21,7 +21,7 @@ pub struct Policy {
     /// What the filter does per ABI and number.
     pub spec: InterceptSpec,
     /// The handler behind each caught (ABI, number).
-    pub dispatch: Vec<(Arch, u32, Handler)>,
+    pub dispatch: Vec<(Arch, u32, &'static Row)>,
 }
 
 /// Whether `entry` exists on `arch` under `persona` (table, then its corrections).
@@ -68,22 +68,23 @@ impl Policy {
             }
         }
         let mut dispatch = Vec::new();
-        let mut handled: Vec<(Arch, &str, Handler)> = handlers::SYSCTL_CALLS.to_vec();
-        handled.extend_from_slice(handlers::REMOVED_CALLS);
-        if persona.uname.is_some() {
-            handled.extend_from_slice(handlers::UNAME_CALLS);
-        }
         if persona.kernel.is_some() {
-            for &(arch, name, handler) in &handled {
-                let Some(entry) = table.get(name) else {
+            for row in handlers::TABLE {
+                let wanted = match row.when {
+                    When::Identity => persona.uname.is_some(),
+                    When::Legacy => true,
+                };
+                let Some(entry) = table.get(row.name).filter(|_| wanted) else {
                     continue;
                 };
-                let Some((nr, _)) = entry.on(arch) else {
-                    continue;
-                };
-                if exists(persona, entry, arch) {
-                    rules.push((arch, nr, Rule::Catch));
-                    dispatch.push((arch, nr, handler));
+                for &arch in row.abis {
+                    let Some((nr, _)) = entry.on(arch) else {
+                        continue;
+                    };
+                    if exists(persona, entry, arch) {
+                        rules.push((arch, nr, Rule::Catch));
+                        dispatch.push((arch, nr, row));
+                    }
                 }
             }
         }
