@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use platform::{Arch, Rule};
-use sentry::handlers::Handler;
+use sentry::handlers::{Row, When};
 use sentry::policy::Policy;
 use sentry::{KernelVersion, Persona, SyscallTable};
 
@@ -155,11 +155,11 @@ fn vsyscall(files: &[ElfReport], host: &Host, legacy: Option<&str>) -> Option<Fi
 }
 
 /// What an emulating handler does, in words.
-fn handler_words(h: Handler) -> &'static str {
-    match h {
-        Handler::Uname(_) => "compatrun emulates it (the persona's identity)",
-        Handler::Sysctl => "compatrun emulates it (through /proc/sys)",
-        Handler::Removed(_) => "compatrun answers it as the old kernel did",
+fn handler_words(row: &Row) -> &'static str {
+    match (row.when, row.name) {
+        (When::Identity, _) => "compatrun emulates it (the persona's identity)",
+        (When::Legacy, "_sysctl") => "compatrun emulates it (through /proc/sys)",
+        (When::Legacy, _) => "compatrun answers it as the old kernel did",
     }
 }
 
@@ -290,10 +290,10 @@ pub fn judge_host(table: &SyscallTable, files: &[ElfReport], host: &Host) -> Ver
                 .into_iter()
                 .filter(|f| f.problem),
         );
-        let emulated: Vec<&str> = sentry::handlers::REMOVED_CALLS
+        let emulated: Vec<&str> = sentry::handlers::TABLE
             .iter()
-            .chain(sentry::handlers::SYSCTL_CALLS)
-            .map(|(_, n, _)| *n)
+            .filter(|row| row.when == When::Legacy)
+            .map(|row| row.name)
             .collect();
         for ((arch, nr), (sites, fs)) in call_sites(files) {
             let entry = table.by_number(arch, nr);
