@@ -157,6 +157,7 @@ pub fn scan(roots: &[PathBuf], tree: bool) -> anyhow::Result<Scan> {
         }
     }
     scan.elf.sort_by(|a, b| a.path.cmp(&b.path));
+    scan.unreadable.sort();
     scan.seconds = start.elapsed().as_secs_f64();
     Ok(scan)
 }

@@ -255,10 +255,10 @@ pub fn text(
     writeln!(out, "{line}")?;
     writeln!(
         out,
-        "  system-call sites: {} ({} unresolved); vsyscall page: {} files, {} sites ({} patchable)",
+        "  system-call sites: {} ({} unresolved); vsyscall page: {}, {} sites ({} patchable)",
         s.syscall_sites,
         s.unresolved_sites,
-        s.vsyscall_files,
+        verdict::plural(s.vsyscall_files, "file"),
         s.vsyscall_sites,
         s.vsyscall_patchable
     )?;

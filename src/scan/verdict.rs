@@ -91,7 +91,8 @@ fn names(files: &[&ElfReport]) -> Vec<String> {
     files.iter().map(|f| f.path.display().to_string()).collect()
 }
 
-fn plural(n: usize, one: &str) -> String {
+/// `1 file`, `2 files`.
+pub fn plural(n: usize, one: &str) -> String {
     if n == 1 {
         format!("1 {one}")
     } else {
@@ -165,8 +166,17 @@ fn handler_words(row: &Row) -> &'static str {
 
 /// The ABI-note finding: files whose note asks for a newer kernel than `kernel`.
 fn abi_notes(files: &[ElfReport], kernel: KernelVersion, who: &str) -> Vec<Finding> {
-    let checking =
-        glibc_version(files).map_or_else(|| files.iter().any(|f| f.checks_kernel), |v| v < (2, 35));
+    // Whether the C library checks: known from its banner or its start-up check, else
+    // (files scanned without their C library) assumed, as a glibc before 2.35 would.
+    let checking = glibc_version(files).map_or_else(
+        || {
+            files.iter().any(|f| f.checks_kernel)
+                || !files
+                    .iter()
+                    .any(|f| f.path.to_string_lossy().contains("musl"))
+        },
+        |v| v < (2, 35),
+    );
     let mut out = Vec::new();
     // The C library's own note is what the loader compares with the kernel.
     if let Some(libc) = files.iter().find(|f| f.glibc_banner.is_some()) {
@@ -208,7 +218,7 @@ fn abi_notes(files: &[ElfReport], kernel: KernelVersion, who: &str) -> Vec<Findi
                 plural(too_new.len(), "file"),
                 max.map_or_else(String::new, |v| v.to_string()),
                 if checking {
-                    ": glibc refuses them (\"FATAL: kernel too old\", or the library is not found)"
+                    ": a glibc before 2.35 refuses them (\"FATAL: kernel too old\", or the library is not found)"
                 } else {
                     "; this C library does not check"
                 }
