@@ -99,15 +99,29 @@ pub fn run<S: Supervisor>(
         signals: spec.signals.clone(),
         tty: crate::jobctl::open_tty(),
     };
-    if !cmd.pid_ns {
+    // In a pid namespace, being told to end once the first process is gone kills the
+    // namespace's init (so everything left), and the run winds up as usual.
+    let init_pidfd = if cmd.pid_ns {
+        let fd = sys::pidfd_open(root).ok();
+        if let Some(fd) = &fd {
+            signals::set_end_target(fd.as_raw_fd());
+        }
+        fd
+    } else {
         tracer.adopt_guest(root)?;
+        None
+    };
+    if let Err(source) = child.release() {
+        signals::clear_end_target();
+        return Err(PlatformError::Spawn {
+            op: "release the guest",
+            source,
+        });
     }
-    child.release().map_err(|source| PlatformError::Spawn {
-        op: "release the guest",
-        source,
-    })?;
     let result = tracer.run(sup);
     signals::clear_target();
+    signals::clear_end_target();
+    drop(init_pidfd);
     drop(tracer);
     launch::finish(cmd, &child, result)
 }

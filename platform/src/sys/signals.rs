@@ -18,6 +18,12 @@ static ROOT_GONE: AtomicBool = AtomicBool::new(false);
 /// Set in a pid namespace's init, which the kernel shields from its own signals' default
 /// actions: there, "end as the signal would" means `_exit(128 + N)`.
 static IS_INIT: AtomicBool = AtomicBool::new(false);
+/// A pidfd whose process, killed, ends everything the guest left (the pid namespace's
+/// init), or -1: then a terminating signal after the first process is gone ends
+/// compatrun itself at once.
+static END_PIDFD: AtomicI32 = AtomicI32::new(-1);
+/// The terminating signal that ended the run through [`END_PIDFD`] (0: none).
+static ENDED_BY: AtomicI32 = AtomicI32::new(0);
 
 /// Signals passed on to the guest. SIGCONT is handled by the tracer loop itself.
 pub const FORWARDED: [Signal; 11] = [
@@ -75,6 +81,26 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
         return;
     }
     let fd = TARGET_PIDFD.load(Ordering::Relaxed);
+    let end_fd = END_PIDFD.load(Ordering::Acquire);
+    if fd < 0 && end_fd >= 0 && ROOT_GONE.load(Ordering::Relaxed) && ends_compatrun(sig) {
+        // End what the guest left by killing its namespace's init; compatrun's caller
+        // sees it end by this signal once the run is wound up (see `ended_by`).
+        // SAFETY: pidfd_send_signal takes a descriptor, a signal number and a null
+        // siginfo; errno is thread-local and restored after the call.
+        unsafe {
+            let saved = *libc::__errno_location();
+            ENDED_BY.store(sig, Ordering::Release);
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                end_fd,
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+            *libc::__errno_location() = saved;
+        }
+        return;
+    }
     if fd < 0 {
         if ROOT_GONE.load(Ordering::Relaxed) && ends_compatrun(sig) {
             // Nobody to pass it to, but our caller still sees us running: end now, as
@@ -182,6 +208,41 @@ pub fn set_target(pid: i32, pidfd: i32) {
 pub fn root_gone() {
     ROOT_GONE.store(true, Ordering::Release);
     clear_target();
+}
+
+/// Once the first guest process is gone, a terminating signal to compatrun kills the
+/// process `pidfd` names (the guest's pid namespace's init: the whole namespace goes)
+/// instead of ending compatrun at once, so the run winds up as usual: reaping, cleaning
+/// up, writing its report. The pidfd must stay open until [`clear_end_target`].
+pub fn set_end_target(pidfd: i32) {
+    END_PIDFD.store(pidfd, Ordering::Release);
+}
+
+/// Undoes [`set_end_target`].
+pub fn clear_end_target() {
+    END_PIDFD.store(-1, Ordering::Release);
+}
+
+/// The terminating signal that ended the run through [`set_end_target`]'s process, if
+/// one did: compatrun should end by it after winding up (see [`die_by`]).
+pub fn ended_by() -> Option<i32> {
+    match ENDED_BY.load(Ordering::Acquire) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
+/// Ends compatrun by signal `sig` as its default action would (after the run is wound
+/// up), so its caller sees what it sent take effect.
+pub fn die_by(sig: i32) -> ! {
+    // SAFETY: signal(2) and raise(3) take only numbers; after resetting `sig` to its
+    // default action (a terminating one: SIGHUP, SIGINT, SIGQUIT or SIGTERM), raising it
+    // ends this process; _exit covers a signal that did not.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+        libc::_exit(128 + sig)
+    }
 }
 
 /// Stops forwarding.
