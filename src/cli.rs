@@ -83,6 +83,11 @@ pub struct Cli {
     #[arg(long)]
     pub no_host_files: bool,
 
+    /// Write what compatrun did for the run to FILE as JSON (docs/REPORT.md): the
+    /// platform, the caught calls per program and what became of them, wall time.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
+
     /// compatrun's own log level (messages go to stderr, prefixed "compatrun:").
     #[arg(long, value_name = "LEVEL", default_value = "warn", global = true)]
     pub log: log::LevelFilter,
@@ -211,10 +216,10 @@ impl PlatformChoice {
 
     /// Resolves `auto` for this run with the platform's rule ([`platform::choose`]);
     /// logs the choice and its reason at info level.
-    pub fn resolve(self, needs: RunNeeds) -> Platform {
+    pub fn decide(self, needs: RunNeeds) -> platform::Choice {
         let choice = platform::choose(self.asked(), needs);
         log::info!("platform {}: {}", choice.platform.name(), choice.why);
-        choice.platform
+        choice
     }
 }
 

@@ -8,6 +8,7 @@
 mod cli;
 mod image;
 mod personas;
+mod report;
 mod scan;
 
 use std::ffi::OsString;
@@ -38,17 +39,27 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.log);
-    match run(cli) {
+    let result = run(cli);
+    // Told to end after the first process was gone: everything is wound up (the report
+    // written, the image's overlay removed); now end as the signal would have.
+    if let Some(sig) = platform::sys::signals::ended_by() {
+        platform::sys::signals::die_by(sig);
+    }
+    match result {
         Ok(code) => code,
         Err(e) => {
-            let code = match e.downcast_ref::<PlatformError>() {
-                Some(PlatformError::NotFound { .. }) => EXIT_NOT_FOUND,
-                Some(PlatformError::CannotExecute { .. }) => EXIT_CANNOT_EXECUTE,
-                _ => EXIT_FAILURE,
-            };
             eprintln!("compatrun: {e:#}");
-            ExitCode::from(code)
+            ExitCode::from(failure_code(&e))
         }
+    }
+}
+
+/// The exit status for compatrun's own failure `e`.
+fn failure_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<PlatformError>() {
+        Some(PlatformError::NotFound { .. }) => EXIT_NOT_FOUND,
+        Some(PlatformError::CannotExecute { .. }) => EXIT_CANNOT_EXECUTE,
+        _ => EXIT_FAILURE,
     }
 }
 
@@ -97,6 +108,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         None => {}
     }
+    // A report that cannot be written is refused before anything else happens.
+    let Some(path) = cli.report.clone() else {
+        return run_program(&cli, &table, None).map(ExitCode::from);
+    };
+    let file = report::output::ReportFile::prepare(&path)?;
+    let mut record = report::record::Record::start(&cli);
+    let result = run_program(&cli, &table, Some(&mut record));
+    let code = match &result {
+        Ok(code) => *code,
+        Err(e) => failure_code(e),
+    };
+    let written = file.write(&record.finish(code, result.as_ref().err()));
+    let code = result?;
+    written?;
+    Ok(ExitCode::from(code))
+}
+
+/// Runs the guest program: the whole run but for the report around it, which `record`
+/// (when a report is asked for) collects. Returns compatrun's exit status.
+fn run_program(
+    cli: &Cli,
+    table: &SyscallTable,
+    mut record: Option<&mut report::record::Record>,
+) -> anyhow::Result<u8> {
     let prepared = match &cli.image {
         Some(path) => {
             use std::io::IsTerminal;
@@ -132,16 +167,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "no program given (and no image command); usage: compatrun [OPTIONS] -- PROGRAM [ARGS...] (see --help)"
         );
     };
-    let persona = Persona::resolve(&cli.kernel_persona, &table)?;
+    let persona = Persona::resolve(&cli.kernel_persona, table)?;
     log::info!("persona {}: {}", persona.name, persona.description);
+    if let Some(r) = record.as_deref_mut() {
+        r.persona(&persona);
+    }
     let nofile_soft = match cli.nofile {
         Some(0) => None,
         Some(n) => Some(n),
         None => persona.nofile,
     };
     report_nofile(nofile_soft);
-    let mut sentry =
-        Sentry::new(persona, &table).context("the built-in sysctl table is invalid")?;
+    let mut sentry = Sentry::new(persona, table).context("the built-in sysctl table is invalid")?;
     let scratch = prepared
         .as_ref()
         .map(|_| -> anyhow::Result<PathBuf> {
@@ -157,7 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         })
         .transpose()?;
     let built = guest_command(
-        &cli,
+        cli,
         program,
         args,
         nofile_soft,
@@ -173,7 +210,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    let platform = cli.platform.resolve(cli::RunNeeds {
+    let platform::Choice { platform, why } = cli.platform.decide(cli::RunNeeds {
         wants_signals: !sentry.intercept_spec().signals.is_empty(),
         pid_ns: command.pid_ns,
         exec_hook: cli.platform == cli::PlatformChoice::Auto
@@ -181,17 +218,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .is_some_and(|(root, prog)| sentry.needs_exec_hook(root, prog)),
     });
-    let spec = sentry.intercept_spec().clone();
-    let status = platform.run(&command, &spec, &mut sentry);
+    let status = match record {
+        None => {
+            let spec = sentry.intercept_spec().clone();
+            platform.run(&command, &spec, &mut sentry)
+        }
+        Some(r) => r.run(platform, why, &command, sentry),
+    };
     if let Some(dir) = &scratch {
         // The guest's writes to the image's tree were an overlay: they go now.
         let _ = image::remove_tree(dir);
     }
     let status = status?;
     log::debug!("guest finished: {status:?}");
-    Ok(ExitCode::from(
-        u8::try_from(status.code() & 0xff).unwrap_or(EXIT_FAILURE),
-    ))
+    Ok(u8::try_from(status.code() & 0xff).unwrap_or(EXIT_FAILURE))
 }
 
 /// What to run, and where its program is for the platform choice (the root it runs in,

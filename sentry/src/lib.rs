@@ -36,6 +36,8 @@ pub struct Sentry {
     sysctl: handlers::sysctl::SysctlTable,
     identity_files: Vec<(std::ffi::OsString, Vec<u8>)>,
     nodename: Option<Vec<u8>>,
+    /// Call sites patched so far (see [`Sentry::sites_patched`]).
+    sites_patched: u64,
 }
 
 impl Sentry {
@@ -55,6 +57,7 @@ impl Sentry {
             dispatch: policy.dispatch,
             too_old: handlers::too_old::TooOld::default(),
             nodename: None,
+            sites_patched: 0,
         })
     }
 
@@ -89,6 +92,18 @@ impl Sentry {
     /// The persona in force.
     pub fn persona(&self) -> &Persona {
         &self.persona
+    }
+
+    /// How many guest call sites the sentry has patched so far (a run report attributes
+    /// each increase to the program of the thread being handled).
+    pub fn sites_patched(&self) -> u64 {
+        self.sites_patched
+    }
+
+    /// Records `n` call sites patched in the guest, for [`Sentry::sites_patched`]: code
+    /// that patches call sites calls this while handling the thread it patched.
+    pub fn note_sites_patched(&mut self, n: u64) {
+        self.sites_patched += n;
     }
 }
 
