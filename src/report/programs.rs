@@ -13,7 +13,8 @@
 //!   that makes none is not seen at all, and one that execs the same program again counts
 //!   once (approximate, as docs/REPORT.md says).
 //!
-//! A thread that is gone before its program can be read is attributed to `(unknown)`.
+//! A thread that is gone before its program can be read is attributed to `(unknown)`; an
+//! executable replaced or removed while it runs is counted under the path it ran from.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -49,10 +50,18 @@ pub struct Programs {
     seen: HashSet<(i32, usize)>,
 }
 
+/// The executable of thread `tid`. One replaced or removed since it was started (the
+/// kernel then appends " (deleted)") is still counted under the path it ran from.
 fn exe_of(tid: i32) -> OsString {
-    std::fs::read_link(format!("/proc/{tid}/exe"))
-        .map(PathBuf::into_os_string)
-        .unwrap_or_else(|_| UNKNOWN.into())
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let Ok(path) = std::fs::read_link(format!("/proc/{tid}/exe")) else {
+        return UNKNOWN.into();
+    };
+    let bytes = path.into_os_string().into_vec();
+    match bytes.strip_suffix(b" (deleted)") {
+        Some(live) => std::ffi::OsStr::from_bytes(live).to_os_string(),
+        None => OsString::from_vec(bytes),
+    }
 }
 
 impl Programs {
