@@ -11,6 +11,8 @@
 //! maintained pure-Rust builders covers all we need here: one filter for x86_64, x32 and
 //! i386 together, and `SECCOMP_RET_USER_NOTIF`.
 
+pub mod allow;
+
 use crate::contract::{Arch, InterceptSpec, Rule};
 
 /// One classic BPF instruction (the layout of the kernel's `struct sock_filter`).

@@ -45,7 +45,13 @@ impl Outcome {
 
 /// Runs `cmd` to completion with `stdin` fed in (or /dev/null), killing it after
 /// [`TIMEOUT`]. Panics on timeout: a hang is a failure, never a pass.
-pub fn run_cmd(mut cmd: Command, stdin: Option<&[u8]>) -> Outcome {
+pub fn run_cmd(cmd: Command, stdin: Option<&[u8]>) -> Outcome {
+    run_cmd_within(cmd, stdin, TIMEOUT)
+}
+
+/// [`run_cmd`] with its own bound: for tests of what must never hang, where `limit` is
+/// far above what the run needs and reaching it is the failure being tested for.
+pub fn run_cmd_within(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Outcome {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -81,10 +87,10 @@ pub fn run_cmd(mut cmd: Command, stdin: Option<&[u8]>) -> Outcome {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
         }
-        if start.elapsed() > TIMEOUT {
+        if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {TIMEOUT:?}");
+            panic!("{cmd:?} did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
     };

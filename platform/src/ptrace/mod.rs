@@ -141,7 +141,7 @@ struct Tracer {
 }
 
 /// Stop signals: a PTRACE_EVENT_STOP carrying one of them is a group-stop.
-fn is_stop_signal(sig: i32) -> bool {
+pub(crate) fn is_stop_signal(sig: i32) -> bool {
     matches!(
         sig,
         libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU

@@ -18,6 +18,7 @@
 //! not given). Its [`DECLARATION`] says so to whoever chooses a platform.
 
 mod guest;
+mod keeper;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +27,6 @@ use log::{debug, trace, warn};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitStatus};
 
 use crate::command::{ExitStatus, GuestCommand};
 use crate::contract::{InterceptSpec, Supervisor, Syscall, Verdict};
@@ -96,21 +96,36 @@ pub fn run<S: Supervisor + Send>(
     sup: &mut S,
 ) -> Result<ExitStatus, PlatformError> {
     let setup = |op: &'static str| move |e: std::io::Error| PlatformError::Spawn { op, source: e };
-    let (mut child, init_pidfd) = launch::launch(cmd, spec, &PLAN, |child| {
+    let (mut child, (init_pidfd, keeper)) = launch::launch(cmd, spec, &PLAN, |child| {
         let pidfd = sys::pidfd_open(child.pid).map_err(setup("pidfd_open"))?;
         signals::set_target(child.pid.as_raw(), std::os::fd::AsRawFd::as_raw_fd(&pidfd));
-        Ok(pidfd)
+        // Last: from here on the keeper thread reaps the init.
+        let keeper = keeper::keep(child.pid)?;
+        Ok((pidfd, keeper))
     })?;
-    let init = child.pid;
-    child.release().map_err(setup("release the guest"))?;
-    let listener = child
-        .listener()
-        .map_err(setup("receive the seccomp listener"))?;
-    let status = match listener {
-        Some(listener) => supervise(&child, &init_pidfd, listener, sup),
-        // The guest failed before its filter was in place: nothing to supervise.
-        None => wait_init(init),
+    // Whatever fails from here on ends the namespace; the keeper then reaps the init.
+    let end = |e: PlatformError| {
+        let _ = sys::pidfd_kill(init_pidfd.as_fd(), libc::SIGKILL);
+        e
     };
+    let supervised = child
+        .release()
+        .map_err(setup("release the guest"))
+        .and_then(|()| {
+            child
+                .listener()
+                .map_err(setup("receive the seccomp listener"))
+        })
+        .and_then(|listener| match listener {
+            Some(listener) => supervise(&child, &init_pidfd, listener, sup),
+            // The guest failed before its filter was in place: nothing to supervise.
+            None => Ok(()),
+        })
+        .map_err(end);
+    let status = keeper
+        .join()
+        .unwrap_or(Err(PlatformError::Wait(Errno::ECHILD)));
+    let status = supervised.and(status);
     signals::root_gone();
     launch::finish(cmd, &child, status)
 }
@@ -122,7 +137,7 @@ fn supervise<S: Supervisor + Send>(
     init_pidfd: &OwnedFd,
     listener: OwnedFd,
     sup: &mut S,
-) -> Result<ExitStatus, PlatformError> {
+) -> Result<(), PlatformError> {
     if notify::set_sync_wakeup(listener.as_fd()) {
         debug!("seccomp listener: synchronous wake-ups");
     }
@@ -146,11 +161,7 @@ fn supervise<S: Supervisor + Send>(
             });
         let server = match server {
             Ok(s) => s,
-            Err(e) => {
-                let _ = sys::pidfd_kill(init_pidfd.as_fd(), libc::SIGKILL);
-                let _ = waitpid(child.pid, None);
-                return Err(e);
-            }
+            Err(e) => return Err(e), // the caller ends the namespace
         };
         let status = wait_namespace(child, init_pidfd.as_fd(), tty.as_ref());
         done.store(true, Ordering::Release);
@@ -238,12 +249,12 @@ fn hung_up(listener: BorrowedFd<'_>) -> bool {
 }
 
 /// Waits until the namespace's init exits (the namespace is then empty), mirroring the
-/// guest's job-control stops meanwhile.
+/// guest's job-control stops meanwhile. (The keeper thread reaps the init.)
 fn wait_namespace(
     child: &spawn::Spawned,
     init_pidfd: BorrowedFd<'_>,
     tty: Option<&std::fs::File>,
-) -> Result<ExitStatus, PlatformError> {
+) -> Result<(), PlatformError> {
     let mut reports_open = true;
     loop {
         let report_fd = child.report_fd().filter(|_| reports_open);
@@ -280,24 +291,7 @@ fn wait_namespace(
             }
         }
         if init_done {
-            return wait_init(child.pid);
-        }
-    }
-}
-
-/// Reaps the namespace's init: its exit status is the guest's first process's.
-fn wait_init(init: nix::unistd::Pid) -> Result<ExitStatus, PlatformError> {
-    loop {
-        match waitpid(init, None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),
-            Ok(WaitStatus::Signaled(_, sig, core)) => {
-                return Ok(ExitStatus::Signaled {
-                    signal: sig as i32,
-                    core,
-                })
-            }
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(e) => return Err(PlatformError::Wait(e)),
+            return Ok(());
         }
     }
 }

@@ -125,9 +125,18 @@ pub enum WaitEvent {
 
 /// `waitpid(-1, &status, __WALL)`, decoded.
 pub fn wait_any() -> nix::Result<WaitEvent> {
+    wait_raw(-1)
+}
+
+/// `waitpid(pid, &status, __WALL)`, decoded: one child's (or tracee's) next report.
+pub fn wait_pid(pid: Pid) -> nix::Result<WaitEvent> {
+    wait_raw(pid.as_raw())
+}
+
+fn wait_raw(which: libc::pid_t) -> nix::Result<WaitEvent> {
     let mut status: libc::c_int = 0;
     // SAFETY: waitpid writes one int through the pointer, which points at a local.
-    let pid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+    let pid = unsafe { libc::waitpid(which, &mut status, libc::__WALL) };
     if pid < 0 {
         return Err(nix::errno::Errno::last());
     }

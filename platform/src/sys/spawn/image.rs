@@ -36,6 +36,9 @@ pub struct ChildImage {
     pub(super) candidates: Vec<CString>,
     /// The user and group the guest's first process switches to.
     pub(super) user: Option<(u32, u32)>,
+    /// The allow-list the pid namespace's init puts itself under once the guest runs
+    /// (`filter::allow::init_lockdown`).
+    pub(super) init_filter: Vec<Insn>,
 }
 
 /// Directories that may briefly hold a private tmpfs while synthetic files are made
@@ -107,6 +110,7 @@ impl ChildImage {
                 None => Vec::new(),
             },
             user: cmd.user,
+            init_filter: crate::filter::allow::init_lockdown(),
         })
     }
 
@@ -153,6 +157,12 @@ impl ChildImage {
                 })?,
                 filter: self.filter.as_ptr().cast_mut(),
             },
+            init_prog: libc::sock_fprog {
+                len: u16::try_from(self.init_filter.len()).map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long")
+                })?,
+                filter: self.init_filter.as_ptr().cast_mut(),
+            },
         })
     }
 }
@@ -165,6 +175,8 @@ pub(super) struct ExecPointers {
     /// `sh_argv` for each of the image's candidates, in the same order.
     pub(super) candidate_sh_argv: Vec<Vec<*const libc::c_char>>,
     pub(super) prog: libc::sock_fprog,
+    /// The init's own allow-list (see [`ChildImage`]'s `init_filter`).
+    pub(super) init_prog: libc::sock_fprog,
 }
 
 /// The child's view after fork: its instructions, their pointers, and its descriptors.

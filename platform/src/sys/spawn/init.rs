@@ -51,13 +51,8 @@ pub(super) fn become_init(ctx: &ChildCtx<'_>) {
         if !mount_synthetic(ctx.image) {
             ctx.fail(ChildStage::Isolate, errno(), 125);
         }
-        let pid = libc::fork();
-        if pid < 0 {
-            ctx.fail(ChildStage::Isolate, errno(), 125);
-        }
-        if pid == 0 {
-            return;
-        }
+        // Named before the fork: the guest may look at pid 1 before the init runs again
+        // (its first process inherits the name until it execs).
         libc::prctl(
             libc::PR_SET_NAME,
             c"compatrun-init".as_ptr() as u64,
@@ -65,6 +60,13 @@ pub(super) fn become_init(ctx: &ChildCtx<'_>) {
             0u64,
             0u64,
         );
+        let pid = libc::fork();
+        if pid < 0 {
+            ctx.fail(ChildStage::Isolate, errno(), 125);
+        }
+        if pid == 0 {
+            return;
+        }
         libc::prctl(libc::PR_SET_DUMPABLE, 0u64, 0u64, 0u64, 0u64);
         init_main(ctx, pid)
     }
@@ -95,10 +97,12 @@ fn init_main(ctx: &ChildCtx<'_>, guest: libc::pid_t) -> ! {
                 crate::sys::signals::set_target(guest, 1);
             }
             crate::sys::signals::init_forwarding();
-            close_from(2);
-        } else {
-            close_from(0);
         }
+        // From here on the init only reaps, reports and passes signals on.
+        if let Err(e) = super::lockdown::lock_down(&ctx.ptrs.init_prog) {
+            ctx.fail(ChildStage::Isolate, e, 125);
+        }
+        close_from(if ctx.report >= 0 { 2 } else { 0 });
         let options = if report >= 0 {
             libc::WUNTRACED | libc::WCONTINUED
         } else {

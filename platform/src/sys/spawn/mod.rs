@@ -18,6 +18,7 @@
 mod child;
 pub mod image;
 mod init;
+mod lockdown;
 pub mod parent;
 pub mod wire;
 
