@@ -6,6 +6,8 @@
 //! ```
 #![allow(dead_code)] // each test binary uses a different part of this helper
 
+pub mod live;
+
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;

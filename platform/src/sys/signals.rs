@@ -25,8 +25,10 @@ static END_PIDFD: AtomicI32 = AtomicI32::new(-1);
 /// The terminating signal that ended the run through [`END_PIDFD`] (0: none).
 static ENDED_BY: AtomicI32 = AtomicI32::new(0);
 
-/// Signals passed on to the guest. SIGCONT is handled by the tracer loop itself.
-pub const FORWARDED: [Signal; 11] = [
+/// Signals passed on to the guest. SIGCONT is among them: a caller that sends
+/// `SIGTERM` and then `SIGCONT` to a stopped job (as `kill` and shells do) must reach
+/// a guest that stopped itself, which no one else can continue.
+pub const FORWARDED: [Signal; 12] = [
     Signal::SIGHUP,
     Signal::SIGINT,
     Signal::SIGQUIT,
@@ -38,6 +40,7 @@ pub const FORWARDED: [Signal; 11] = [
     Signal::SIGTTIN,
     Signal::SIGTTOU,
     Signal::SIGWINCH,
+    Signal::SIGCONT,
 ];
 
 /// Signals whose default action ends a process and that a caller sends to stop a job.
@@ -174,16 +177,12 @@ pub fn install_forwarding() -> nix::Result<()> {
 }
 
 /// In a pid namespace's init (between fork and exit, so async-signal-safe only): pass
-/// on what [`FORWARDED`] names and SIGCONT to the target set with [`set_target`], and
+/// on what [`FORWARDED`] names to the target set with [`set_target`], and
 /// end with `_exit(128 + N)` on a terminating signal once the target is gone. An init
 /// only receives signals it has a handler for, so without these it would drop them.
 pub fn init_forwarding() {
     IS_INIT.store(true, Ordering::Relaxed);
-    for sig in FORWARDED
-        .iter()
-        .map(|s| *s as i32)
-        .chain(std::iter::once(libc::SIGCONT))
-    {
+    for sig in FORWARDED.iter().map(|s| *s as i32) {
         // SAFETY: `forward` is async-signal-safe (atomics and raw system calls only);
         // the sigaction struct is fully initialised before the call.
         unsafe {
