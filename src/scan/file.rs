@@ -107,7 +107,8 @@ pub fn analyse(data: &[u8], shown: PathBuf) -> Result<ElfReport, FileError> {
         .map(|d| String::from_utf8_lossy(d.split(|&b| b == 0).next().unwrap_or(d)).into_owned());
     let kind = match file.kind() {
         ObjectKind::Executable => Kind::Executable,
-        ObjectKind::Dynamic if interpreter.is_some() => Kind::Pie,
+        // glibc's libc.so.6 and libpthread have an interpreter too (they run).
+        ObjectKind::Dynamic if interpreter.is_some() && !is_library_name(&shown) => Kind::Pie,
         ObjectKind::Dynamic => Kind::SharedLibrary,
         ObjectKind::Relocatable => Kind::Object,
         _ => Kind::Other,
@@ -166,6 +167,13 @@ pub fn analyse(data: &[u8], shown: PathBuf) -> Result<ElfReport, FileError> {
         report.invalid_bytes += found.invalid_bytes;
     }
     Ok(report)
+}
+
+/// Whether a file's name says it is a shared library (`libc-2.13.so`, `libz.so.1`).
+fn is_library_name(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".so") || n.contains(".so."))
 }
 
 /// glibc's banner line, if `data` holds one.

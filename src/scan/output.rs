@@ -106,6 +106,17 @@ fn arch_name(b: Bitness) -> &'static str {
     }
 }
 
+fn kind_name(k: super::file::Kind) -> &'static str {
+    use super::file::Kind;
+    match k {
+        Kind::Executable => "executable",
+        Kind::Pie => "pie",
+        Kind::SharedLibrary => "shared-library",
+        Kind::Object => "object",
+        Kind::Other => "other",
+    }
+}
+
 fn insn_key(i: SyscallInsn) -> &'static str {
     match i {
         SyscallInsn::Syscall => "syscall",
@@ -301,10 +312,10 @@ pub fn text(
             .sum();
         writeln!(
             out,
-            "  {} ({} {:?}{}): {sites} system-call sites ({unresolved} unresolved)",
+            "  {} ({} {}{}): {sites} system-call sites ({unresolved} unresolved)",
             f.path.display(),
             arch_name(f.bitness),
-            f.kind,
+            kind_name(f.kind),
             f.abi_note
                 .map_or_else(String::new, |v| format!(", ABI note Linux {v}")),
         )?;

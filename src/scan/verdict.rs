@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use platform::{Arch, Rule};
 use sentry::handlers::{Row, When};
 use sentry::policy::Policy;
+use sentry::table::Removal;
 use sentry::{KernelVersion, Persona, SyscallTable};
 
 use super::file::ElfReport;
@@ -15,7 +16,8 @@ use super::file::ElfReport;
 /// One judgement, with the sites and files it concerns.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Finding {
-    /// `vsyscall`, `enosys`, `emulated`, `removed-on-host`, `unknown-call`, `abi-note`.
+    /// `vsyscall`, `enosys`, `unimplemented`, `emulated`, `removed-on-host`,
+    /// `unknown-call`, `abi-note`.
     pub kind: &'static str,
     /// `true` when the finding means something will fail.
     pub problem: bool,
@@ -228,6 +230,15 @@ fn abi_notes(files: &[ElfReport], kernel: KernelVersion, who: &str) -> Vec<Findi
     out
 }
 
+/// When a call came and went: ` (Linux 2.6.33 added it)`, ` (removed in Linux 3.1)`.
+fn history(e: &sentry::table::Entry, arch: Arch) -> String {
+    match (e.removed, e.on(arch)) {
+        (Removal::In(v), _) => format!(" (removed in Linux {v})"),
+        (_, Some((_, added))) => format!(" (Linux {added} added it)"),
+        _ => String::new(),
+    }
+}
+
 fn name_of(table: &SyscallTable, arch: Arch, nr: u32) -> Option<String> {
     table.by_number(arch, nr).map(|e| e.name.clone())
 }
@@ -252,7 +263,20 @@ pub fn judge(persona: &Persona, table: &SyscallTable, files: &[ElfReport], host:
                 true,
                 "no kernel compatrun knows has this number: the persona answers ENOSYS".to_owned(),
             ),
-            Rule::Errno(_) => ("enosys", true, "the persona answers ENOSYS".to_owned()),
+            Rule::Errno(_) => match table.by_number(arch, nr) {
+                Some(e) if e.removed == Removal::Never => (
+                    "unimplemented",
+                    false,
+                    "no kernel since 2.6.0 implements it: ENOSYS everywhere, as the C library expects"
+                        .to_owned(),
+                ),
+                Some(e) => (
+                    "enosys",
+                    true,
+                    format!("the persona answers ENOSYS{}", history(e, arch)),
+                ),
+                None => ("enosys", true, "the persona answers ENOSYS".to_owned()),
+            },
             Rule::Catch => {
                 let h = policy
                     .dispatch
@@ -307,18 +331,28 @@ pub fn judge_host(table: &SyscallTable, files: &[ElfReport], host: &Host) -> Ver
             .collect();
         for ((arch, nr), (sites, fs)) in call_sites(files) {
             let entry = table.by_number(arch, nr);
-            let (kind, what) = match entry {
+            let (kind, problem, what) = match entry {
                 None => (
                     "unknown-call",
+                    true,
                     "no kernel compatrun knows has this number".to_owned(),
+                ),
+                Some(e) if e.removed == Removal::Never => (
+                    "unimplemented",
+                    false,
+                    "no kernel since 2.6.0 implements it: ENOSYS everywhere, as the C library expects"
+                        .to_owned(),
                 ),
                 Some(e) if !e.exists_in(arch, hv) => (
                     "removed-on-host",
+                    true,
                     if emulated.contains(&e.name.as_str()) {
-                        "this host answers ENOSYS; compatrun emulates it under a legacy persona"
-                            .to_owned()
+                        format!(
+                            "this host answers ENOSYS{}; compatrun emulates it under a legacy persona",
+                            history(e, arch)
+                        )
                     } else {
-                        "this host answers ENOSYS".to_owned()
+                        format!("this host answers ENOSYS{}", history(e, arch))
                     },
                 ),
                 Some(_) => continue,
@@ -326,7 +360,7 @@ pub fn judge_host(table: &SyscallTable, files: &[ElfReport], host: &Host) -> Ver
             let shown = entry.map_or_else(|| format!("#{nr}"), |e| e.name.clone());
             findings.push(Finding {
                 kind,
-                problem: true,
+                problem,
                 call: Some(shown.clone()),
                 arch: Some(arch.to_string()),
                 sites,
