@@ -59,7 +59,7 @@ pub struct Cli {
     /// Bind a host path into the root filesystem: SRC:DST or SRC:DST:ro (repeatable;
     /// DST must exist in a --rootfs tree; with --image it is made in the overlay).
     #[arg(long = "bind", value_name = "SRC:DST[:ro]", value_parser = parse_bind)]
-    pub binds: Vec<platform::Bind>,
+    pub binds: Vec<crate::guest::layout::Bind>,
 
     /// Set an environment variable for the guest (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
@@ -100,7 +100,7 @@ pub struct Cli {
     pub subcommand: Option<Command>,
 }
 
-fn parse_bind(s: &str) -> Result<platform::Bind, String> {
+fn parse_bind(s: &str) -> Result<crate::guest::layout::Bind, String> {
     let (src, rest) = s
         .split_once(':')
         .ok_or_else(|| format!("{s:?}: expected SRC:DST or SRC:DST:ro"))?;
@@ -112,7 +112,7 @@ fn parse_bind(s: &str) -> Result<platform::Bind, String> {
     if src.is_empty() || !dst.starts_with('/') {
         return Err(format!("{s:?}: SRC must be given and DST must be absolute"));
     }
-    Ok(platform::Bind {
+    Ok(crate::guest::layout::Bind {
         src: src.into(),
         dst: dst.into(),
         read_only,

@@ -6,18 +6,20 @@
 //! not found (the `env`/`chroot`/`timeout` convention).
 
 mod cli;
+mod guest;
 mod image;
 mod personas;
 mod report;
 mod scan;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use platform::{GuestCommand, PlatformError};
+use guest::GuestBuilder;
+use platform::PlatformError;
 use sentry::{Persona, Sentry, SyscallTable};
 
 use cli::{Cli, Command, ImagesAction};
@@ -162,11 +164,11 @@ fn run_program(
         }
         None => cli.command.clone(),
     };
-    let Some((program, args)) = command_line.split_first() else {
+    if command_line.is_empty() {
         anyhow::bail!(
             "no program given (and no image command); usage: compatrun [OPTIONS] -- PROGRAM [ARGS...] (see --help)"
         );
-    };
+    }
     let persona = Persona::resolve(&cli.kernel_persona, table)?;
     log::info!("persona {}: {}", persona.name, persona.description);
     if let Some(r) = record.as_deref_mut() {
@@ -195,13 +197,15 @@ fn run_program(
         .transpose()?;
     let built = guest_command(
         cli,
-        program,
-        args,
+        command_line,
         nofile_soft,
         &mut sentry,
         prepared.as_ref().zip(scratch.as_deref()),
     );
-    let (command, exec_target) = match built {
+    let guest::Built {
+        command,
+        exec_target,
+    } = match built {
         Ok(b) => b,
         Err(e) => {
             if let Some(dir) = &scratch {
@@ -234,22 +238,16 @@ fn run_program(
     Ok(u8::try_from(status.code() & 0xff).unwrap_or(EXIT_FAILURE))
 }
 
-/// What to run, and where its program is for the platform choice (the root it runs in,
-/// the program's path as seen from here), from the command line.
+/// The command line's guest: the image's environment (with our terminal type), else
+/// ours, as chroot; then `--env`; the default layout with `--bind`s for a tree.
 fn guest_command(
     cli: &Cli,
-    program: &OsString,
-    args: &[OsString],
+    command_line: Vec<OsString>,
     nofile_soft: Option<u64>,
     sentry: &mut Sentry,
-    image: Option<(&image::PreparedImage, &std::path::Path)>,
-) -> anyhow::Result<(GuestCommand, Option<(PathBuf, PathBuf)>)> {
-    let as_root = platform::sys::has_cap_sys_admin();
-    let argv: Vec<OsString> = std::iter::once(program.clone())
-        .chain(args.iter().cloned())
-        .collect();
-    // The image's environment (with the terminal type of ours), else ours, as chroot.
-    let mut env: Vec<(OsString, OsString)> = match image {
+    image: Option<(&image::PreparedImage, &Path)>,
+) -> anyhow::Result<guest::Built> {
+    let env: Vec<(OsString, OsString)> = match image {
         Some((img, _)) => {
             let mut env: Vec<(OsString, OsString)> = img
                 .config
@@ -267,183 +265,58 @@ fn guest_command(
         }
         None => std::env::vars_os().collect(),
     };
-    for (k, v) in &cli.envs {
-        env.retain(|(key, _)| key != k.as_str());
-        env.push((k.into(), v.into()));
-    }
-    let guest_path = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone());
-    let env: Vec<OsString> = env
-        .into_iter()
-        .map(|(mut k, v)| {
-            k.push("=");
-            k.push(v);
-            k
-        })
-        .collect();
-    let dir = match image {
+    let builder = GuestBuilder::new(command_line)
+        .envs(env)
+        .envs(cli.envs.iter().cloned())
+        .nofile_soft(nofile_soft);
+    let tree = match image {
         Some((img, _)) => Some(img.rootfs.clone()),
         None => cli.rootfs.clone(),
     };
-    let Some(dir) = &dir else {
+    let Some(tree) = tree else {
         if !cli.binds.is_empty() || cli.hostname.is_some() || cli.no_host_files {
             anyhow::bail!("--bind, --hostname and --no-host-files need --rootfs");
         }
-        if cli.user.is_some() && !as_root {
-            anyhow::bail!(
-                "--user without --rootfs needs root (an ordinary user cannot switch users)"
-            );
-        }
-        let pid_ns = cli.pid_ns.enabled();
-        let synthetic_files = if pid_ns {
-            sentry.synthetic_files()
-        } else {
-            if sentry.persona().uname.is_some() {
-                log::info!("no pid and mount namespace: /proc/version and /proc/sys/kernel show the host kernel");
-            }
-            Vec::new()
-        };
-        let user = cli.user.as_deref().map(numeric_user).transpose()?;
-        let resolved = platform::resolve_program(program, guest_path.as_deref())?;
-        let target = (PathBuf::from("/"), PathBuf::from(&resolved));
-        return Ok((
-            GuestCommand {
-                program: resolved,
-                argv,
-                env,
-                cwd: cli.workdir.clone(),
-                nofile_soft,
-                pid_ns,
-                synthetic_files,
-                root: None,
-                user,
-                user_ns: None,
-            },
-            Some(target),
-        ));
+        return builder
+            .workdir(cli.workdir.clone())
+            .user(cli.user.as_deref(), "--user")
+            .pid_ns(cli.pid_ns.enabled())
+            .build(sentry);
     };
     if cli.pid_ns == cli::PidNs::Off {
         anyhow::bail!("--rootfs needs the guest's own pid and mount namespace; drop --pid-ns off");
     }
-    match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => anyhow::bail!("--rootfs {}: not a directory", dir.display()),
-        Err(e) => anyhow::bail!("--rootfs {}: {e}", dir.display()),
-    }
-    let dir = std::fs::canonicalize(dir).with_context(|| format!("--rootfs {}", dir.display()))?;
-    sentry.set_nodename(cli.hostname.as_deref());
-    let path = guest_path
-        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    // The program as the platform choice sees it: its first candidate in the tree.
-    let target = platform::rootfs::find_in_tree(&dir, program, &path).map(|p| (dir.clone(), p));
-    let wanted_user = match (
+    let dir = guest::canonical_tree(&tree, "--rootfs")?;
+    let layout = guest::layout::default(
+        &dir,
+        &cli.binds,
+        guest::layout::Options {
+            overlay: image.is_some(),
+            host_files: !cli.no_host_files,
+        },
+    )?;
+    let (user, what) = match (
         cli.user.as_deref(),
         image.and_then(|(img, _)| img.config.user.as_deref()),
     ) {
-        (Some(spec), _) => Some(tree_user(&dir, spec, "--user")?),
-        (None, Some(spec)) => Some(tree_user(&dir, spec, "the image's user")?),
-        (None, None) => None,
+        (Some(spec), _) => (Some(spec), "--user"),
+        (None, Some(spec)) => (Some(spec), "the image's user"),
+        (None, None) => (None, ""),
     };
-    let cwd: OsString = cli
+    let workdir = cli
         .workdir
         .clone()
-        .or_else(|| image.and_then(|(i, _)| i.config.working_dir.clone().map(OsString::from)))
-        .unwrap_or_else(|| "/".into());
-    let (user, user_ns) = if as_root {
-        (wanted_user, None)
-    } else {
-        let (uid, gid) = wanted_user.unwrap_or((0, 0));
-        log::info!("an ordinary user: the guest runs in a user namespace as uid {uid}, gid {gid}");
-        (
-            None,
-            Some(platform::IdMap {
-                inside_uid: uid,
-                inside_gid: gid,
-            }),
-        )
-    };
-    Ok((
-        GuestCommand {
-            program: program.clone(),
-            argv,
-            env,
-            cwd: Some(cwd.clone()),
-            nofile_soft,
-            pid_ns: true,
-            synthetic_files: sentry.synthetic_files(),
-            root: Some(platform::RootSetup {
-                dir: dir.into_os_string(),
-                binds: cli.binds.clone(),
-                host_files: !cli.no_host_files,
-                hostname: cli.hostname.clone().map(OsString::from),
-                path,
-                overlay: image.map(|(_, scratch)| scratch.as_os_str().to_owned()),
-                workdir: Some(cwd),
-            }),
-            user,
-            user_ns,
-        },
-        target,
-    ))
-}
-
-/// `--user UID[:GID]` without a tree: numbers only (GID defaults to UID).
-fn numeric_user(spec: &str) -> anyhow::Result<(u32, u32)> {
-    let (user, group) = spec.split_once(':').unwrap_or((spec, spec));
-    let num = |x: &str| {
-        x.parse::<u32>().map_err(|_| {
-            anyhow::anyhow!(
-                "--user {spec}: without --rootfs or --image give numbers (names are looked up in the tree's /etc/passwd)"
-            )
+        .or_else(|| image.and_then(|(i, _)| i.config.working_dir.clone().map(OsString::from)));
+    builder
+        .workdir(workdir)
+        .user(user, what)
+        .root(guest::RootFs {
+            dir,
+            layout,
+            hostname: cli.hostname.clone(),
+            overlay: image.map(|(_, scratch)| scratch.to_path_buf()),
         })
-    };
-    Ok((num(user)?, num(group)?))
-}
-
-/// `--user` or an image config's `User`: `UID[:GID]`, numbers or names from the tree's
-/// /etc/passwd and /etc/group (`what` names the source in errors).
-fn tree_user(tree: &std::path::Path, spec: &str, what: &str) -> anyhow::Result<(u32, u32)> {
-    let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
-    // The tree's file itself: a symbolic link there would be followed on the host. A
-    // line without a numeric id does not count (never a default of 0).
-    let lookup = |file: &str, name: &str| -> Option<(u32, Option<u32>)> {
-        let path = tree.join(file);
-        if ["etc", file]
-            .iter()
-            .any(|p| std::fs::symlink_metadata(tree.join(p)).is_ok_and(|m| m.is_symlink()))
-        {
-            return None;
-        }
-        let text = std::fs::read_to_string(path).ok()?;
-        text.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.first() != Some(&name) {
-                return None;
-            }
-            Some((
-                f.get(2)?.parse().ok()?,
-                f.get(3).and_then(|x| x.parse().ok()),
-            ))
-        })
-    };
-    let (uid, default_gid) = match user.parse::<u32>() {
-        Ok(u) => (u, None),
-        Err(_) => lookup("etc/passwd", user)
-            .ok_or_else(|| anyhow::anyhow!("{what} {user:?} is not in the tree's /etc/passwd"))?,
-    };
-    let gid = if group.is_empty() {
-        default_gid.unwrap_or(uid)
-    } else {
-        match group.parse::<u32>() {
-            Ok(g) => g,
-            Err(_) => lookup("etc/group", group).map(|(g, _)| g).ok_or_else(|| {
-                anyhow::anyhow!("{what}: group {group:?} is not in the tree's /etc/group")
-            })?,
-        }
-    };
-    Ok((uid, gid))
+        .build(sentry)
 }
 
 /// A listing whose reader went away (`compatrun personas | head -1`) is not a failure:

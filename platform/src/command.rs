@@ -43,16 +43,16 @@ pub struct IdMap {
     pub inside_gid: u32,
 }
 
-/// The guest's root filesystem (`--rootfs`), set up by the pid namespace's init: see
-/// [`rootfs`] for what is mounted where.
+/// The guest's root filesystem, set up by the pid namespace's init: the tree is mounted
+/// (bound onto itself, or an overlay over it), then `layout` is carried out in order, then
+/// `pivot_root`. What goes into `layout` (which devices, host files, binds) is the front
+/// end's choice; see [`crate::rootfs`] for how each entry is carried out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RootSetup {
     /// The directory that becomes `/`.
     pub dir: OsString,
-    /// Host paths bound into the tree (`--bind SRC:DST[:ro]`).
-    pub binds: Vec<Bind>,
-    /// Bind the host's /etc/resolv.conf and /etc/hosts over the tree's (read-only).
-    pub host_files: bool,
+    /// What is mounted, made or linked inside the tree, in order.
+    pub layout: Vec<crate::rootfs::MountSpec>,
     /// The guest's host name, in its own UTS namespace.
     pub hostname: Option<OsString>,
     /// The PATH the program is looked up on inside the tree (when it has no slash).
@@ -63,17 +63,6 @@ pub struct RootSetup {
     /// The guest's working directory (absolute, inside the tree): under an overlay it is
     /// made there when the tree lacks it, as container engines do.
     pub workdir: Option<OsString>,
-}
-
-/// One `--bind`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Bind {
-    /// The host path.
-    pub src: OsString,
-    /// Where it appears inside the tree (absolute, as the guest sees it).
-    pub dst: OsString,
-    /// Mounted read-only.
-    pub read_only: bool,
 }
 
 /// How the guest's first process ended.

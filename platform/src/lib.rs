@@ -30,11 +30,12 @@ pub mod seccomp;
 pub mod sys;
 
 pub use backend::{choose, Capabilities, Choice, Declaration, Platform, RunNeeds};
-pub use command::{Bind, ExitStatus, GuestCommand, IdMap, RootSetup};
+pub use command::{ExitStatus, GuestCommand, IdMap, RootSetup};
 pub use contract::{
     Arch, Fault, GuestThread, InterceptSpec, Regs, Rule, SignalInfo, SignalVerdict, Supervisor,
     Syscall, Verdict,
 };
 pub use error::PlatformError;
 pub use program::resolve_program;
+pub use rootfs::{BindSpec, MountSpec, Target};
 pub use sys::probe::host_has_vsyscall_page;

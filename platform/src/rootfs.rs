@@ -1,21 +1,19 @@
-//! The guest's root filesystem (`--rootfs`): what is mounted where, as a plan of steps
-//! made before the fork and carried out by the pid namespace's init in its own mount
-//! namespace (`sys::spawn`), where it may only make async-signal-safe calls.
+//! Carrying out a root filesystem: the tree is mounted (bound onto itself, or an overlay
+//! over it), then the front end's layout, a list of [`MountSpec`]s, is turned into a plan
+//! of steps before the fork and carried out in order by the pid namespace's init in its own
+//! mount namespace (`sys::spawn`, where it may only make async-signal-safe calls), then
+//! `pivot_root` into the tree with the old root detached, so nothing of the host's tree
+//! stays reachable, and the host name. The persona's /proc files are put in place after.
 //!
-//! In order: the tree is bound onto itself (so it is a mount point), or for an image an
-//! overlay is mounted over it; `/proc` of the new pid namespace; the host's `/sys`,
-//! read-only down to every mount below it; a small `/dev` on a tmpfs (the host's null,
-//! zero, full, random, urandom and tty bound in, since a user namespace may not create
-//! device nodes; a new devpts instance with `/dev/ptmx`; `/dev/shm`; the fd links); the
-//! host's `/etc/resolv.conf` and `/etc/hosts` over the tree's (read-only, only where the
-//! tree has them as regular files, or in an image's overlay where it has none); the
-//! `--bind`s; then `pivot_root` into the tree and the old root detached, so nothing of
-//! the host's tree stays reachable; and the host name. The persona's /proc files are
-//! put in place after.
+//! This module knows nothing of which devices, host files or binds a guest should get:
+//! the front ends (the command line, an OCI bundle) choose them. It checks what it is
+//! given: every path inside the tree is absolute, without `..`, and (unless it lies below
+//! a file system the layout itself mounted) does not go through a symbolic link in the
+//! tree, since a link there would be followed on the host.
 //!
-//! Mount points a `--rootfs` tree lacks (`proc`, `sys`, `dev`) are created in it;
-//! nothing else in it is written to: a missing `--bind` target is an error. Under an
-//! image's overlay, missing targets are created in the overlay, which the run discards.
+//! A mount point's missing directories are made; a bind's missing target is an error, or
+//! made (an empty file or a directory, as its source), as its [`Target`] says. Under an
+//! image's overlay, everything made lands in the overlay, which the run discards.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -58,9 +56,6 @@ pub(crate) struct Plan {
     /// The init must unshare a UTS namespace too.
     pub(crate) new_uts: bool,
 }
-
-/// The device nodes bound from the host.
-const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 fn c(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes())
@@ -160,15 +155,29 @@ impl Plan {
         data: &str,
         what: &str,
     ) -> io::Result<()> {
-        let fs = CString::new(fstype).map_err(|_| invalid("fstype".into()))?;
+        self.mount_from(fstype, fstype, dst, flags, data, what)
+    }
+
+    fn mount_from(
+        &mut self,
+        source: &str,
+        fstype: &str,
+        dst: &Path,
+        flags: u64,
+        data: &str,
+        what: &str,
+    ) -> io::Result<()> {
+        let cs = |x: &str, name: &str| {
+            CString::new(x).map_err(|_| invalid(format!("{what}: the {name} contains NUL")))
+        };
         self.push(
             Step::Mount {
-                src: Some(fs.clone()),
+                src: Some(cs(source, "source")?),
                 dst: c(dst)?,
-                fstype: Some(fs),
+                fstype: Some(cs(fstype, "type")?),
                 flags,
                 data: (!data.is_empty())
-                    .then(|| CString::new(data).map_err(|_| invalid("mount data".into())))
+                    .then(|| cs(data, "options"))
                     .transpose()?,
             },
             what.to_owned(),
@@ -176,22 +185,46 @@ impl Plan {
         Ok(())
     }
 
-    fn mkdir(&mut self, path: &Path, mode: u32) -> io::Result<()> {
-        self.push(
-            Step::Mkdir {
-                path: c(path)?,
-                mode,
-            },
-            format!("create {}", path.display()),
-        );
+    /// `rel`'s directories under `root`, each made if missing (the last with `mode`).
+    fn mkdir_all(&mut self, root: &Path, rel: &Path, mode: u32) -> io::Result<()> {
+        let mut sub = root.to_path_buf();
+        let mut comps = rel.components().peekable();
+        while let Some(comp) = comps.next() {
+            sub.push(comp);
+            let m = if comps.peek().is_none() { mode } else { 0o755 };
+            self.push(
+                Step::Mkdir {
+                    path: c(&sub)?,
+                    mode: m,
+                },
+                format!("create {}", sub.display()),
+            );
+        }
         Ok(())
     }
 
-    /// Creates `rel` (relative to the tree) in the overlay mounted at `root`: every
+    /// Makes `path` as a directory or an empty file (an existing one is kept).
+    fn make(&mut self, path: &Path, dir: bool) -> io::Result<()> {
+        let what = format!("create {}", path.display());
+        if dir {
+            self.push(
+                Step::Mkdir {
+                    path: c(path)?,
+                    mode: 0o755,
+                },
+                what,
+            );
+        } else {
+            self.push(Step::Touch { path: c(path)? }, what);
+        }
+        Ok(())
+    }
+
+    /// Creates `rel` (relative to the tree) in the tree or overlay mounted at `root`: every
     /// missing directory on the way, and the last component as a directory or, unless
-    /// `dir`, an empty file. `tree` is the overlay's lower layer, which the merged view
-    /// equals when the plan starts (its upper layer is new and empty).
-    fn create_in_overlay(
+    /// `dir`, an empty file. `tree` is the tree as it is now, which the mounted root (the
+    /// tree itself, or an overlay with a new, empty upper layer) equals when the plan starts.
+    fn create_missing(
         &mut self,
         tree: &Path,
         root: &Path,
@@ -224,7 +257,7 @@ impl Plan {
             if last && !dir {
                 self.push(
                     Step::Touch { path: c(&path)? },
-                    format!("create /{} in the overlay", sub.display()),
+                    format!("create /{} in the root filesystem", sub.display()),
                 );
             } else {
                 self.push(
@@ -232,15 +265,15 @@ impl Plan {
                         path: c(&path)?,
                         mode: 0o755,
                     },
-                    format!("create /{} in the overlay", sub.display()),
+                    format!("create /{} in the root filesystem", sub.display()),
                 );
             }
         }
         Ok(())
     }
 
-    fn symlink(&mut self, target: &str, path: &Path) -> io::Result<()> {
-        let target = CString::new(target).map_err(|_| invalid("link target".into()))?;
+    fn symlink(&mut self, target: &OsStr, path: &Path) -> io::Result<()> {
+        let target = CString::new(target.as_bytes()).map_err(|_| invalid("link target".into()))?;
         self.push(
             Step::Symlink {
                 target,
@@ -252,8 +285,107 @@ impl Plan {
     }
 }
 
+/// One entry of a root filesystem's layout, carried out in order after the tree is
+/// mounted. Paths (`dst`) are absolute paths as the guest sees them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MountSpec {
+    /// `mount(source, dst, fstype, flags, data)`; `dst`'s missing directories are made
+    /// first (the last with `mode`).
+    Fs {
+        /// The file system type (`proc`, `tmpfs`, `devpts`, ...).
+        fstype: String,
+        /// The mount source (usually the type again).
+        source: String,
+        /// Where.
+        dst: OsString,
+        /// `MS_*` flags.
+        flags: u64,
+        /// File-system-specific options (`mode=755`), empty for none.
+        data: String,
+        /// The mode of a directory made for it.
+        mode: u32,
+    },
+    /// Bind a host path.
+    Bind(BindSpec),
+    /// Make the mount at `dst` and every mount below it read-only.
+    ReadOnly {
+        /// Where.
+        dst: OsString,
+    },
+    /// A symbolic link at `dst` pointing to `target` (an existing one is kept).
+    Symlink {
+        /// What it points to.
+        target: OsString,
+        /// Where.
+        dst: OsString,
+    },
+}
+
+/// A host path bound into the tree (recursively, as `mount --rbind`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindSpec {
+    /// The host path.
+    pub src: OsString,
+    /// Where it appears (absolute, as the guest sees it).
+    pub dst: OsString,
+    /// Read-only, down to every mount below it.
+    pub read_only: bool,
+    /// What to do when the tree lacks `dst`.
+    pub target: Target,
+    /// What the bind is, for error messages (`--bind /srv on /data`).
+    pub what: String,
+}
+
+/// What a bind does when its target is missing in the tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The target must exist; otherwise the run fails with this message.
+    Existing {
+        /// The error message.
+        missing: String,
+    },
+    /// A missing target is made: a directory for a directory source, else an empty file.
+    Create,
+}
+
+/// Paths of the file systems a plan has mounted so far (relative to the tree): what lies
+/// below them is theirs, not the tree's.
+#[derive(Default)]
+struct Mounted(Vec<PathBuf>);
+
+impl Mounted {
+    fn covers(&self, rel: &Path) -> bool {
+        self.0
+            .iter()
+            .any(|m| rel.starts_with(m) && rel != m.as_path())
+    }
+}
+
+/// `dst` (an absolute guest path) relative to the tree, with no `..`.
+fn relative(dst: &OsStr) -> io::Result<PathBuf> {
+    let path = Path::new(dst);
+    if !path.is_absolute() {
+        return Err(invalid(format!(
+            "{path:?}: a path inside the root filesystem must be absolute"
+        )));
+    }
+    let mut out = PathBuf::new();
+    for comp in path.components() {
+        match comp {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            _ => {
+                return Err(invalid(format!(
+                    "{path:?}: no `..` in paths inside the root filesystem"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Checks `setup` and turns it into the init's plan. Errors name what is wrong with the
-/// user's input (a missing tree, a bind source or target that does not exist).
+/// input (a missing tree, a bind source or target that does not exist).
 pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
     // `tree` is the directory as it is now, which every check looks at; `root` is where
     // the guest's `/` is mounted (the tree itself, or the overlay over it).
@@ -280,22 +412,21 @@ pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
         for d in [&upper, &work, &merged] {
             std::fs::create_dir_all(d)?;
         }
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            tree.display(),
-            upper.display(),
-            work.display()
-        );
-        if data.contains(',')
-            && [&tree, &upper, &work]
-                .iter()
-                .any(|d| d.to_string_lossy().contains(','))
+        if [&tree, &upper, &work]
+            .iter()
+            .any(|d| d.to_string_lossy().contains(','))
         {
             return Err(invalid(format!(
                 "{}: an overlay cannot use paths with commas",
                 tree.display()
             )));
         }
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            tree.display(),
+            upper.display(),
+            work.display()
+        );
         p.mount(
             "overlay",
             &merged,
@@ -310,117 +441,77 @@ pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
         p.bind(&tree, &tree, false, "bind the root filesystem onto itself")?;
         tree.clone()
     };
-    let proc_dir = root.join("proc");
-    p.mkdir(&proc_dir, 0o555)?;
-    p.mount(
-        "proc",
-        &proc_dir,
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        "",
-        "mount /proc in the new root",
-    )?;
-    let sys_dir = root.join("sys");
-    p.mkdir(&sys_dir, 0o555)?;
-    p.bind(Path::new("/sys"), &sys_dir, true, "bind the host's /sys")?;
-    let dev = root.join("dev");
-    p.mkdir(&dev, 0o755)?;
-    p.mount(
-        "tmpfs",
-        &dev,
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        "mode=755,size=65536k",
-        "mount a tmpfs on /dev",
-    )?;
-    for name in DEVICES {
-        let host = Path::new("/dev").join(name);
-        if !host.exists() {
-            continue;
-        }
-        let node = dev.join(name);
-        p.push(
-            Step::Touch { path: c(&node)? },
-            format!("create /dev/{name}"),
-        );
-        p.bind(&host, &node, false, &format!("bind the host's /dev/{name}"))?;
-    }
-    let pts = dev.join("pts");
-    p.mkdir(&pts, 0o755)?;
-    p.mount(
-        "devpts",
-        &pts,
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620",
-        "mount a devpts instance on /dev/pts",
-    )?;
-    p.symlink("pts/ptmx", &dev.join("ptmx"))?;
-    let shm = dev.join("shm");
-    p.mkdir(&shm, 0o1777)?;
-    p.mount(
-        "tmpfs",
-        &shm,
-        libc::MS_NOSUID | libc::MS_NODEV,
-        "mode=1777",
-        "mount a tmpfs on /dev/shm",
-    )?;
-    p.symlink("/proc/self/fd", &dev.join("fd"))?;
-    for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
-        p.symlink(&format!("/proc/self/fd/{i}"), &dev.join(name))?;
-    }
-    if setup.host_files {
-        for rel in ["etc/resolv.conf", "etc/hosts"] {
-            let host = Path::new("/").join(rel);
-            if !host.is_file() {
-                log::info!("{}: the host has none to bind in", host.display());
-                continue;
+    let mut mounted = Mounted::default();
+    for spec in &setup.layout {
+        match spec {
+            MountSpec::Fs {
+                fstype,
+                source,
+                dst,
+                flags,
+                data,
+                mode,
+            } => {
+                let rel = relative(dst)?;
+                let fresh = mounted.covers(&rel);
+                if !fresh {
+                    in_tree(&tree, dst)?;
+                }
+                p.mkdir_all(&root, &rel, *mode)?;
+                let what = format!("mount {fstype} on {}", Path::new(dst).display());
+                p.mount_from(source, fstype, &root.join(&rel), *flags, data, &what)?;
+                mounted.0.push(rel);
             }
-            // Over the tree's own regular file; where an image has none, over an empty
-            // one made in its overlay. A --rootfs tree is never written to for this.
-            let mut fine =
-                std::fs::symlink_metadata(tree.join(rel)).is_ok_and(|m| m.file_type().is_file());
-            if !fine && overlay && std::fs::symlink_metadata(tree.join(rel)).is_err() {
-                // (It fails, having planned nothing, only where /etc is no directory.)
-                fine = p
-                    .create_in_overlay(&tree, &root, Path::new(rel), false)
-                    .is_ok();
+            MountSpec::Bind(b) => {
+                let src = PathBuf::from(&b.src);
+                if !src.exists() {
+                    return Err(invalid(format!(
+                        "{}: {}: no such file or directory",
+                        b.what,
+                        src.display()
+                    )));
+                }
+                let rel = relative(&b.dst)?;
+                let dst = root.join(&rel);
+                if mounted.covers(&rel) {
+                    // Below a file system this plan mounted: the target is made there.
+                    if let Some(parent) = rel.parent() {
+                        p.mkdir_all(&root, parent, 0o755)?;
+                    }
+                    p.make(&dst, src.is_dir())?;
+                } else {
+                    let in_the_tree = in_tree(&tree, &b.dst)?;
+                    if !in_the_tree.exists() {
+                        match &b.target {
+                            Target::Existing { missing } => return Err(invalid(missing.clone())),
+                            Target::Create => p.create_missing(&tree, &root, &rel, src.is_dir())?,
+                        }
+                    }
+                }
+                p.bind(&src, &dst, b.read_only, &b.what)?;
             }
-            if fine {
-                let what = format!("bind the host's {}", host.display());
-                p.bind(&host, &root.join(rel), true, &what)?;
-            } else {
-                log::info!(
-                    "{}: the root filesystem has no regular file there; the host's is not bound in",
-                    host.display()
+            MountSpec::ReadOnly { dst } => {
+                let rel = relative(dst)?;
+                if !mounted.covers(&rel) {
+                    in_tree(&tree, dst)?;
+                }
+                let dst = root.join(&rel);
+                p.push(
+                    Step::ReadOnly {
+                        dst: c(&dst)?,
+                        fallback: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                    },
+                    format!("make {} read-only", Path::new(&rel).display()),
                 );
             }
-        }
-    }
-    for b in &setup.binds {
-        let src = PathBuf::from(&b.src);
-        if !src.exists() {
-            return Err(invalid(format!(
-                "--bind {}: no such file or directory",
-                src.display()
-            )));
-        }
-        let in_the_tree = in_tree(&tree, &b.dst)?;
-        let rel = in_the_tree.strip_prefix(&tree).unwrap_or(Path::new(""));
-        let dst = root.join(rel);
-        if !in_the_tree.exists() {
-            if !overlay {
-                return Err(invalid(format!(
-                    "--bind target {} does not exist in the root filesystem (create it first)",
-                    Path::new(&b.dst).display()
-                )));
+            MountSpec::Symlink { target, dst } => {
+                let rel = relative(dst)?;
+                if !mounted.covers(&rel) {
+                    in_tree(&tree, dst)?;
+                }
+                p.symlink(target, &root.join(&rel))?;
             }
-            // An image's tree is not written to: the target is made in its overlay.
-            p.create_in_overlay(&tree, &root, rel, src.is_dir())?;
         }
-        p.bind(
-            &src,
-            &dst,
-            b.read_only,
-            &format!("bind {} on {}", src.display(), Path::new(&b.dst).display()),
-        )?;
     }
     if let (true, Some(dir)) = (overlay, &setup.workdir) {
         // As container engines do: a working directory the image lacks is made (in the
@@ -428,7 +519,7 @@ pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
         if let Ok(in_the_tree) = in_tree(&tree, dir) {
             let rel = in_the_tree.strip_prefix(&tree).unwrap_or(Path::new(""));
             if !in_the_tree.exists() && !rel.as_os_str().is_empty() {
-                let _ = p.create_in_overlay(&tree, &root, rel, true);
+                let _ = p.create_missing(&tree, &root, rel, true);
             }
         }
     }
@@ -473,80 +564,4 @@ pub fn find_in_tree(root: &Path, program: &OsStr, path: &OsStr) -> Option<PathBu
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::ffi::OsStringExt;
-
-    #[test]
-    fn paths_inside_the_tree_stay_inside() {
-        let root = std::env::temp_dir().join(format!("compatrun-rootfs-{}", std::process::id()));
-        std::fs::create_dir_all(root.join("data")).expect("mkdir");
-        std::os::unix::fs::symlink("/etc", root.join("link")).expect("symlink");
-        assert_eq!(
-            in_tree(&root, OsStr::new("/data")).expect("plain"),
-            root.join("data")
-        );
-        assert!(in_tree(&root, OsStr::new("/link/x")).is_err());
-        assert!(in_tree(&root, OsStr::new("/data/../../etc")).is_err());
-        assert!(in_tree(&root, OsStr::new("relative")).is_err());
-        let _ = std::fs::remove_dir_all(&root);
-        assert_eq!(
-            candidates(OsStr::new("sh"), OsStr::new("/usr/bin:/bin")),
-            vec![OsString::from("/usr/bin/sh"), OsString::from("/bin/sh")]
-        );
-        assert_eq!(
-            candidates(OsStr::new("./x"), OsStr::new("/bin")),
-            vec![OsString::from("./x")]
-        );
-    }
-
-    #[test]
-    fn an_overlay_gets_what_a_tree_is_refused() {
-        let base = std::env::temp_dir().join(format!("compatrun-plan-{}", std::process::id()));
-        let (tree, scratch) = (base.join("tree"), base.join("scratch"));
-        std::fs::create_dir_all(tree.join("etc")).expect("mkdir");
-        std::fs::create_dir_all(&scratch).expect("mkdir");
-        let mut setup = RootSetup {
-            dir: tree.clone().into_os_string(),
-            binds: vec![crate::command::Bind {
-                src: base.clone().into_os_string(),
-                dst: "/data/x".into(),
-                read_only: false,
-            }],
-            host_files: true,
-            hostname: None,
-            path: "/bin".into(),
-            overlay: None,
-            workdir: Some("/w".into()),
-        };
-        // A tree is not written to: a missing bind target is the user's to make.
-        let refused = plan(&setup).expect_err("missing target");
-        assert!(refused.to_string().contains("does not exist"), "{refused}");
-        setup.overlay = Some(scratch.clone().into_os_string());
-        let p = plan(&setup).expect("plan over an overlay");
-        let steps: Vec<&str> = p.steps.iter().map(|(_, what)| what.as_str()).collect();
-        let mut wanted = vec![
-            "create /data in the overlay",
-            "create /data/x in the overlay",
-            "create /w in the overlay",
-        ];
-        if Path::new("/etc/resolv.conf").is_file() {
-            wanted.push("create /etc/resolv.conf in the overlay");
-        }
-        for w in wanted {
-            assert!(steps.contains(&w), "{w:?} missing from {steps:?}");
-        }
-        // Every step writes under the overlay's mount point, never into the tree.
-        let merged = CString::new(scratch.join("merged").into_os_string().into_vec()).expect("c");
-        for (step, what) in &p.steps {
-            if let Step::Mkdir { path, .. } | Step::Touch { path } = step {
-                assert!(
-                    path.as_bytes().starts_with(merged.as_bytes()),
-                    "{what}: {path:?}"
-                );
-            }
-        }
-        assert!(!tree.join("data").exists());
-        let _ = std::fs::remove_dir_all(&base);
-    }
-}
+mod tests;
