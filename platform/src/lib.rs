@@ -23,6 +23,7 @@ mod jobctl;
 mod launch;
 pub mod mem;
 mod ns;
+pub mod procfs;
 pub mod program;
 pub mod ptrace;
 pub mod rootfs;

@@ -25,6 +25,11 @@ pub struct ChildImage {
     pub(super) synthetic: Vec<(CString, Vec<u8>)>,
     /// Per STAGING directory, a file name for each synthetic file.
     pub(super) staging: Vec<Vec<CString>>,
+    /// Per synthetic file, where it also goes in the other `proc` mounts the guest sees
+    /// when it starts (`crate::procfs`; best effort: a failure there is skipped).
+    pub(super) synthetic_extra: Vec<Vec<CString>>,
+    /// Per STAGING directory, whether a tmpfs over it would hide one of those targets.
+    pub(super) staging_hides: Vec<bool>,
     pub(super) filter: Vec<Insn>,
     pub(super) no_new_privs: bool,
     /// Seccomp user notification: install the filter with a listener, send it to the
@@ -72,6 +77,21 @@ impl ChildImage {
         let mut sh_argv = vec![CString::from(c"/bin/sh"), path.clone()];
         sh_argv.extend(argv.iter().skip(1).cloned());
         let cwd = cmd.cwd.as_deref().map(cstring).transpose()?;
+        let extra = crate::procfs::extra_targets(&cmd.synthetic_files, cmd.root.as_ref());
+        let staging_hides = STAGING
+            .iter()
+            .map(|d| {
+                let dir = std::path::Path::new(OsStr::from_bytes(d.to_bytes()));
+                extra
+                    .iter()
+                    .flatten()
+                    .any(|t| crate::procfs::covers(dir, t))
+            })
+            .collect();
+        let synthetic_extra = extra
+            .iter()
+            .map(|targets| targets.iter().map(|t| cstring(t.as_os_str())).collect())
+            .collect::<io::Result<_>>()?;
         Ok(ChildImage {
             path,
             argv,
@@ -98,6 +118,8 @@ impl ChildImage {
                         .collect()
                 })
                 .collect(),
+            synthetic_extra,
+            staging_hides,
             filter,
             no_new_privs,
             notify: false,

@@ -165,7 +165,10 @@ fn mount_synthetic(image: &ChildImage) -> bool {
         return true;
     }
     let none = std::ptr::null::<libc::c_char>();
-    for (dir, names) in STAGING.iter().zip(&image.staging) {
+    for ((dir, names), &hides) in STAGING.iter().zip(&image.staging).zip(&image.staging_hides) {
+        if hides {
+            continue;
+        }
         // SAFETY: async-signal-safe system calls on NUL-terminated paths prepared before
         // fork and on live buffers; everything happens in our private mount namespace.
         unsafe {
@@ -180,7 +183,12 @@ fn mount_synthetic(image: &ChildImage) -> bool {
                 continue;
             }
             let mut ok = true;
-            for ((target, data), name) in image.synthetic.iter().zip(names) {
+            for (((target, data), name), extra) in image
+                .synthetic
+                .iter()
+                .zip(names)
+                .zip(&image.synthetic_extra)
+            {
                 let fd = libc::open(
                     name.as_ptr(),
                     libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
@@ -217,6 +225,26 @@ fn mount_synthetic(image: &ChildImage) -> bool {
                     ) == 0;
                 if !ok {
                     break;
+                }
+                // The same file in every other proc the guest sees; one that cannot
+                // take it (a missing file, a read-only mount) keeps the host's.
+                for target in extra {
+                    if libc::mount(
+                        name.as_ptr(),
+                        target.as_ptr(),
+                        none,
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) == 0
+                    {
+                        libc::mount(
+                            none,
+                            target.as_ptr(),
+                            none,
+                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                            std::ptr::null(),
+                        );
+                    }
                 }
             }
             libc::umount2(dir.as_ptr(), libc::MNT_DETACH);
