@@ -165,12 +165,56 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure what one system call costs on this host: natively, passed through the
+    /// filter, refused by it, emulated (per platform and CPU placement), through the
+    /// vsyscall page, and fork+exec+wait.
+    Bench {
+        /// The persona whose calls are caught and emulated.
+        #[arg(
+            long = "persona",
+            short = 'k',
+            value_name = "NAME|FILE",
+            default_value = "2.6"
+        )]
+        persona: String,
+        /// Measure only these platforms (repeatable; default: every one available).
+        #[arg(long = "platform", value_enum, value_name = "PLATFORM")]
+        platforms: Vec<BenchPlatform>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Also draw the results as an SVG chart into FILE.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<std::path::PathBuf>,
+        /// A short run (two rounds, few calls) that checks every row works; its figures
+        /// are rough.
+        #[arg(long)]
+        quick: bool,
+    },
     /// List the built-in personas, or show what one persona changes.
     Personas {
         /// A persona name or file to describe in full.
         #[arg(value_name = "NAME|FILE")]
         persona: Option<String>,
     },
+}
+
+/// A platform `compatrun bench` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchPlatform {
+    /// See [`PlatformChoice::Ptrace`].
+    Ptrace,
+    /// See [`PlatformChoice::Seccomp`].
+    Seccomp,
+}
+
+impl From<BenchPlatform> for Platform {
+    fn from(p: BenchPlatform) -> Self {
+        match p {
+            BenchPlatform::Ptrace => Platform::Ptrace,
+            BenchPlatform::Seccomp => Platform::Seccomp,
+        }
+    }
 }
 
 /// `compatrun images ...`.

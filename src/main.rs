@@ -5,6 +5,7 @@
 //! compatrun itself failed, 126 when the program exists but cannot run, 127 when it was
 //! not found (the `env`/`chroot`/`timeout` convention).
 
+mod bench;
 mod cli;
 mod guest;
 mod image;
@@ -32,6 +33,11 @@ const EXIT_CANNOT_EXECUTE: u8 = 126;
 const EXIT_NOT_FOUND: u8 = 127;
 
 fn main() -> ExitCode {
+    // compatrun bench's measuring guest: before anything else, so its start-up is small.
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == bench::guest::MODE) {
+        return ExitCode::from(bench::guest::main(&args[2..]));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -102,6 +108,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json,
             };
             quiet_on_closed_pipe(scan::run(opts, &table))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Bench {
+            persona,
+            platforms,
+            json,
+            svg,
+            quick,
+        }) => {
+            bench_command(&table, persona, platforms, json, svg.as_deref(), quick)?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Images { action }) => {
@@ -334,6 +350,44 @@ fn quiet_on_closed_pipe(result: anyhow::Result<()>) -> anyhow::Result<()> {
         }
         other => other,
     }
+}
+
+/// `compatrun bench ...`.
+fn bench_command(
+    table: &SyscallTable,
+    persona: String,
+    platforms: Vec<cli::BenchPlatform>,
+    json: bool,
+    svg: Option<&std::path::Path>,
+    quick: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    // Refuse an unwritable chart before measuring for minutes.
+    if let Some(path) = svg {
+        std::fs::write(path, b"")
+            .with_context(|| format!("--svg {}: cannot write", path.display()))?;
+    }
+    let opts = bench::Options {
+        persona,
+        platforms: platforms
+            .into_iter()
+            .map(platform::Platform::from)
+            .collect(),
+        quick,
+    };
+    let results = bench::run(&opts, table)?;
+    let text = if json {
+        bench::render::json(&results)?
+    } else {
+        bench::render::table(&results)
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", text.trim_end())?;
+    if let Some(path) = svg {
+        let chart = bench::render::svg(&results)?;
+        std::fs::write(path, chart).with_context(|| format!("--svg {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// `compatrun images ...`.

@@ -2,6 +2,7 @@
 //! standard library wrap safely. Every block names the invariant that makes it sound;
 //! callers outside this module see safe functions with validated inputs.
 
+pub mod bench;
 pub mod map;
 pub mod notify;
 pub mod probe;
