@@ -129,8 +129,7 @@ mod tests {
     fn root(dir: &str, overlay: bool) -> RootSetup {
         RootSetup {
             dir: dir.into(),
-            binds: Vec::new(),
-            host_files: false,
+            layout: Vec::new(),
             hostname: None,
             path: "/bin".into(),
             overlay: overlay.then(|| "/scratch".into()),
