@@ -288,10 +288,25 @@ pub fn text(
         if v.findings.is_empty() {
             writeln!(out, "  nothing in these files meets a difference")?;
         }
-        for f in &v.findings {
+        let (never, rest): (Vec<_>, Vec<_>) =
+            v.findings.iter().partition(|f| f.kind == "unimplemented");
+        for f in rest {
             let mark = if f.problem { "!" } else { "-" };
             writeln!(out, "  {mark} {}", f.message)?;
             writeln!(out, "      {}", some_names(&f.files, 3))?;
+        }
+        // Wrappers of calls no kernel implements: one line for all of them.
+        if !never.is_empty() {
+            let calls: Vec<&str> = never.iter().filter_map(|f| f.call.as_deref()).collect();
+            let sites: u32 = never.iter().map(|f| f.sites).sum();
+            writeln!(
+                out,
+                "  - calls {} ({}) at {}: no kernel since 2.6.0 implements them; ENOSYS \
+                 everywhere, as the C library expects",
+                verdict::plural(calls.len(), "unimplemented call"),
+                calls.join(" "),
+                verdict::plural(sites as usize, "site"),
+            )?;
         }
     }
     let notable: Vec<&ElfReport> = scan
