@@ -20,6 +20,18 @@ fn report_path(test: &str) -> PathBuf {
     p
 }
 
+/// Runs the report_calls fixture with `args` under `persona` with a report for `test`:
+/// what it did, the fixture, the report's path.
+fn run_fixture(test: &str, persona: &str, args: &[&str]) -> (common::Outcome, PathBuf, PathBuf) {
+    let rc = fixture("report_calls", &[]);
+    let path = report_path(test);
+    let mut argv = vec![rc.to_str().expect("utf8")];
+    argv.extend_from_slice(args);
+    let flags = ["--report", path.to_str().expect("utf8")];
+    let o = run_cmd(under_with(persona, &flags, &argv), None);
+    (o, rc, path)
+}
+
 fn read_report(path: &Path) -> Value {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("no report at {}: {e}", path.display()));
@@ -73,16 +85,7 @@ fn assert_fixture_counts(report: &Value, rc: &Path, n: u64, m: u64) {
 
 #[test]
 fn counts_known_calls_exactly() {
-    let rc = fixture("report_calls", &[]);
-    let path = report_path("counts");
-    let o = run_cmd(
-        under_with(
-            "2.6",
-            &["--report", path.to_str().expect("utf8")],
-            &[rc.to_str().expect("utf8"), "7", "5"],
-        ),
-        None,
-    );
+    let (o, rc, path) = run_fixture("counts", "2.6", &["7", "5"]);
     assert_eq!(o.status, 0, "{}", o.err());
     assert_eq!(o.out(), "uname=2.6.32 membarrier=ENOSYS sysctl=2.6.32\n");
     let r = read_report(&path);
@@ -122,16 +125,7 @@ fn counts_known_calls_exactly() {
 
 #[test]
 fn host_persona_catches_nothing() {
-    let rc = fixture("report_calls", &[]);
-    let path = report_path("host");
-    let o = run_cmd(
-        under_with(
-            "host",
-            &["--report", path.to_str().expect("utf8")],
-            &[rc.to_str().expect("utf8"), "3", "2"],
-        ),
-        None,
-    );
+    let (o, _, path) = run_fixture("host", "host", &["3", "2"]);
     assert_eq!(o.status, 0, "{}", o.err());
     assert!(o.out().contains("membarrier=ok"), "{}", o.out());
     let r = read_report(&path);
@@ -144,16 +138,7 @@ fn host_persona_catches_nothing() {
 
 #[test]
 fn a_killed_guest_still_gets_its_report() {
-    let rc = fixture("report_calls", &[]);
-    let path = report_path("killed");
-    let o = run_cmd(
-        under_with(
-            "2.6",
-            &["--report", path.to_str().expect("utf8")],
-            &[rc.to_str().expect("utf8"), "2", "3", "kill"],
-        ),
-        None,
-    );
+    let (o, rc, path) = run_fixture("killed", "2.6", &["2", "3", "kill"]);
     assert_eq!(o.status, 137, "{}", o.err());
     let r = read_report(&path);
     assert_eq!(r["outcome"]["exit_code"], 137);

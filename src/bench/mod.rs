@@ -135,16 +135,6 @@ pub struct Results {
     pub notes: Vec<String>,
 }
 
-/// The vsyscall page mode of this host, from our own maps.
-fn vsyscall_mode() -> &'static str {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    match maps.lines().find(|l| l.ends_with("[vsyscall]")) {
-        None => "none",
-        Some(l) if l.contains(" r-xp ") => "emulate",
-        Some(_) => "xonly",
-    }
-}
-
 /// A call `persona` refuses on x86_64, preferring ones a reader knows.
 fn refused_call(sentry: &Sentry, table: &SyscallTable) -> Option<(i64, String)> {
     let spec = sentry.intercept_spec();
@@ -194,7 +184,7 @@ pub fn run(opts: &Options, table: &SyscallTable) -> anyhow::Result<Results> {
     if other_cpu.is_none() {
         notes.push("one CPU available: no other-CPU rows".to_owned());
     }
-    let vmode = vsyscall_mode();
+    let vmode = platform::sys::probe::host_vsyscall_mode();
     let mut platforms = if opts.platforms.is_empty() {
         Platform::ALL.to_vec()
     } else {

@@ -212,3 +212,14 @@ pub fn probe(program: &[Insn], calls: &[(Arch, u32)]) -> io::Result<Option<Vec<P
 pub fn host_has_vsyscall_page() -> bool {
     std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("[vsyscall]"))
 }
+
+/// This host's vsyscall page mode as the kernel's `vsyscall=` boot option names it:
+/// `none` (no page), `emulate` (readable) or `xonly` (execute-only, the default).
+pub fn host_vsyscall_mode() -> &'static str {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    match maps.lines().find(|l| l.ends_with("[vsyscall]")) {
+        None => "none",
+        Some(l) if l.contains(" r-xp ") => "emulate",
+        Some(_) => "xonly",
+    }
+}
