@@ -204,7 +204,9 @@ fn run_program(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos())
                 .unwrap_or(0);
-            let dir = image::Cache::locate()?
+            let cache = image::Cache::locate()?;
+            cache.remove_leftovers();
+            let dir = cache
                 .root()
                 .join(format!("run-{}-{nanos}", std::process::id()));
             std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;

@@ -13,7 +13,8 @@
 //! A tree appears under `rootfs/` only by `rename(2)` of a finished one, so a reader
 //! never sees half a tree; two runs wanting the same missing tree take turns on its lock
 //! and the second reuses what the first made. `tmp-` and `run-` directories whose
-//! process is gone (killed mid-way) are removed by the next unpack or prune.
+//! process is gone (killed mid-way) are removed by the next run with an image, unpack or
+//! prune (tests/faults.rs).
 
 use std::fs::{self, File};
 use std::io;
@@ -262,6 +263,14 @@ impl Cache {
             }
         }
         made
+    }
+
+    /// Removes the `tmp-` and `run-` directories of runs that were killed mid-way (their
+    /// process is gone), so a killed run leaves nothing behind once the next one starts.
+    pub fn remove_leftovers(&self) {
+        for (path, _) in self.remove_abandoned(false) {
+            log::info!("removed {}, left by a run that was killed", path.display());
+        }
     }
 
     /// Removes (or with `dry_run` lists) the `tmp-` and `run-` directories of processes
