@@ -162,7 +162,9 @@ fn personas_catch_only_the_calls_they_emulate() {
                 continue;
             };
             let caught = spec.rule_for(Arch::X86_64, nr) == Rule::Catch;
-            let expected = (entry.name == "uname" && persona.uname.is_some())
+            // uname and mount (a new proc gets the persona's files) for an identity.
+            let expected = (["uname", "mount"].contains(&entry.name.as_str())
+                && persona.uname.is_some())
                 || (persona.kernel.is_some()
                     && emulated.contains(&entry.name.as_str())
                     && policy::exists(&persona, entry, Arch::X86_64));

@@ -84,3 +84,53 @@ fn a_proc_mounted_before_the_run_shows_the_persona() {
     assert_eq!(o.status, 0, "{}", o.err());
     assert_persona(&o.out(), "--rootfs with a proc mounted inside the tree");
 }
+
+/// A proc the guest mounts itself (`mount -t proc proc DIR`), and the one `unshare -pf
+/// --mount-proc` mounts for a pid namespace of the guest's own: each shows the persona,
+/// and each shows the pid namespace of the process that mounted it (in the second, the
+/// shell is pid 1).
+#[test]
+fn a_proc_the_guest_mounts_shows_the_persona() {
+    let test = "a_proc_the_guest_mounts_shows_the_persona";
+    if !is_root() {
+        skip(test, "not root: the guest may not mount proc");
+        return;
+    }
+    let dir = scratch_dir().join(format!("procfs-guest-mount-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let d = dir.display();
+    let o = run_cmd(
+        common::under_cmd(
+            "rhel6",
+            &[
+                "sh",
+                "-c",
+                &format!("mount -t proc proc {d} && {}", script(&d.to_string())),
+            ],
+        ),
+        None,
+    );
+    assert_eq!(o.status, 0, "{}", o.err());
+    assert_persona(&o.out(), "a proc the guest mounted");
+
+    if !have("unshare") {
+        skip(
+            test,
+            "unshare (util-linux) is missing: the --mount-proc half is not run",
+        );
+        return;
+    }
+    let inner = format!("{}; echo pid=$$", script("/proc"));
+    let o = run_cmd(
+        common::under_cmd(
+            "rhel6",
+            &["unshare", "-pf", "--mount-proc", "sh", "-c", &inner],
+        ),
+        None,
+    );
+    assert_eq!(o.status, 0, "{}", o.err());
+    let out = o.out();
+    let (persona, pid) = out.rsplit_once("pid=").expect("pid line");
+    assert_persona(persona, "unshare -pf --mount-proc");
+    assert_eq!(pid.trim(), "1", "{out}");
+}

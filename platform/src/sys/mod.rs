@@ -3,6 +3,7 @@
 //! callers outside this module see safe functions with validated inputs.
 
 pub mod bench;
+pub mod guest_mount;
 pub mod map;
 pub mod notify;
 pub mod probe;

@@ -4,6 +4,7 @@
 //! had them, by the reviewed syscall table) and the sentry dispatches through the rows:
 //! adding a handler is one row.
 
+pub mod mount;
 pub mod procfs;
 pub mod removed;
 pub mod sysctl;
@@ -109,6 +110,14 @@ pub const TABLE: &[Row] = &[
         when: When::Identity,
         handler: |g, c, cx| uname_as(g, c, cx, Layout::OldOld),
         support: "full (9-byte fields)",
+    },
+    Row {
+        name: "mount",
+        abis: ALL_ABIS,
+        when: When::Identity,
+        handler: |mut g, c, cx| mount::handle(&mut g, c, cx.identity_files),
+        support: "a new proc is mounted by compatrun in the guest's namespaces with the \
+                  persona's files over it; every other mount runs natively",
     },
     Row {
         name: "_sysctl",
