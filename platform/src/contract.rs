@@ -123,9 +123,45 @@ pub struct Fault {
     pub len: usize,
 }
 
+/// Why a [`GuestThread`] could not run a system call or patch code for the supervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ThreadOpError {
+    /// The backend cannot do this (it declares so with
+    /// [`GuestThread::can_run_syscalls`]), or not in the stop the thread is in.
+    #[error("the platform cannot do this in a stopped guest thread")]
+    Unsupported,
+    /// Guest memory that had to be read or written was not accessible.
+    #[error(transparent)]
+    Fault(#[from] Fault),
+    /// The thread (or its process) died meanwhile.
+    #[error("the guest thread is gone")]
+    Gone,
+    /// The other threads of the process did not all stop in time (one may be blocked in
+    /// the kernel where a stop request cannot reach it, as in `vfork`).
+    #[error("the other threads of the process did not stop in time")]
+    Busy,
+    /// A request to the kernel failed.
+    #[error("{op} failed: errno {errno}")]
+    Failed {
+        /// The request.
+        op: &'static str,
+        /// What the kernel said.
+        errno: i32,
+    },
+}
+
 /// A guest thread stopped in a caught system call. Valid only while the handler runs;
 /// the platform resumes the thread with the handler's [`Verdict`] afterwards.
 pub trait GuestThread {
+    /// Whether this backend can run a system call in a stopped thread and patch code
+    /// with the whole process stopped ([`GuestThread::run_syscall`],
+    /// [`GuestThread::patch_code`]): its declaration. A backend that cannot answers
+    /// [`ThreadOpError::Unsupported`]; even one that can may do so only in some stops
+    /// (ptrace: a signal-delivery stop).
+    fn can_run_syscalls(&self) -> bool {
+        false
+    }
+
     /// The thread id (host pid namespace).
     fn tid(&self) -> i32;
     /// The thread group id: the process the thread belongs to.
@@ -137,6 +173,21 @@ pub trait GuestThread {
     /// Write into a mapping the guest cannot write itself (code, the vDSO), the way a
     /// debugger plants a breakpoint: the guest gets a private copy of the page.
     fn write_code(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault>;
+
+    /// Runs one x86_64 system call `nr` with `args` in this thread, as if the thread had
+    /// made it itself (the seccomp filter judges it as any other), and returns the raw
+    /// result (a negative errno on failure). The thread's registers, signal mask and
+    /// pending signal are as before afterwards.
+    fn run_syscall(&mut self, _nr: u32, _args: [u64; 6]) -> Result<i64, ThreadOpError> {
+        Err(ThreadOpError::Unsupported)
+    }
+
+    /// Writes `data` at `addr` as [`GuestThread::write_code`] does, with every other
+    /// thread of the process stopped outside user code while it happens, so no thread
+    /// ever executes a half-written instruction.
+    fn patch_code(&mut self, _addr: u64, _data: &[u8]) -> Result<(), ThreadOpError> {
+        Err(ThreadOpError::Unsupported)
+    }
 }
 
 /// A borrowed thread is a thread: lets a handler that takes `&mut dyn GuestThread` (a
@@ -156,6 +207,15 @@ impl<T: GuestThread + ?Sized> GuestThread for &mut T {
     }
     fn write_code(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
         (**self).write_code(addr, data)
+    }
+    fn can_run_syscalls(&self) -> bool {
+        (**self).can_run_syscalls()
+    }
+    fn run_syscall(&mut self, nr: u32, args: [u64; 6]) -> Result<i64, ThreadOpError> {
+        (**self).run_syscall(nr, args)
+    }
+    fn patch_code(&mut self, addr: u64, data: &[u8]) -> Result<(), ThreadOpError> {
+        (**self).patch_code(addr, data)
     }
 }
 

@@ -34,7 +34,7 @@ pub use backend::{choose, Capabilities, Choice, Declaration, Platform, RunNeeds}
 pub use command::{ExitStatus, GuestCommand, IdMap, RootSetup};
 pub use contract::{
     Arch, Fault, GuestThread, InterceptSpec, Regs, Rule, SignalInfo, SignalVerdict, Supervisor,
-    Syscall, Verdict,
+    Syscall, ThreadOpError, Verdict,
 };
 pub use error::PlatformError;
 pub use program::resolve_program;

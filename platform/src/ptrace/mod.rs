@@ -8,6 +8,7 @@
 //! `PTRACE_LISTEN` (so job control works and the real parent sees them), and compatrun
 //! reaps everything, orphans included (it is a child subreaper), before it returns.
 
+mod inject;
 mod tracee;
 
 use std::collections::HashMap;
@@ -98,6 +99,7 @@ pub fn run<S: Supervisor>(
         root_status: None,
         signals: spec.signals.clone(),
         tty: crate::jobctl::open_tty(),
+        deferred: inject::Deferred::new(),
     };
     // In a pid namespace, being told to end once the first process is gone kills the
     // namespace's init (so everything left), and the run winds up as usual.
@@ -138,6 +140,9 @@ struct Tracer {
     /// Signals the supervisor wants to see (from the spec).
     signals: Vec<i32>,
     tty: Option<File>,
+    /// Stops of other threads collected while a handler had a process stopped, to be
+    /// handled before anything new is waited for.
+    deferred: inject::Deferred,
 }
 
 /// Stop signals: a PTRACE_EVENT_STOP carrying one of them is a group-stop.
@@ -151,7 +156,12 @@ pub(crate) fn is_stop_signal(sig: i32) -> bool {
 impl Tracer {
     fn run<S: Supervisor>(&mut self, sup: &mut S) -> Result<ExitStatus, PlatformError> {
         loop {
-            let status = match sys::wait_any() {
+            // Stops collected while a handler stopped a whole process come first.
+            let next = match self.deferred.pop_front() {
+                Some(event) => Ok(event),
+                None => sys::wait_any(),
+            };
+            let status = match next {
                 Ok(s) => s,
                 Err(Errno::EINTR) => continue,
                 Err(Errno::ECHILD) => break,
@@ -305,7 +315,11 @@ impl Tracer {
     ) -> Result<bool, TraceError> {
         let info = stopped.signal_info()?;
         let (mut regs, full) = stopped.regs()?;
-        match sup.signal(&mut stopped.guest(), &info, &mut regs) {
+        match sup.signal(
+            &mut stopped.guest_at_signal(&mut self.deferred),
+            &info,
+            &mut regs,
+        ) {
             SignalVerdict::Deliver => Ok(false),
             SignalVerdict::Suppress => {
                 debug!(

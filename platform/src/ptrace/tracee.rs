@@ -7,7 +7,8 @@ use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::unistd::Pid;
 
-use crate::contract::{Fault, GuestThread, Regs, SignalInfo};
+use super::inject::Deferred;
+use crate::contract::{Fault, GuestThread, Regs, SignalInfo, ThreadOpError};
 use crate::error::TraceError;
 use crate::sys;
 
@@ -124,7 +125,23 @@ impl Stopped {
 
     /// Lends this stopped thread to a handler as a [`GuestThread`].
     pub fn guest(&mut self) -> PtraceThread<'_> {
-        PtraceThread { stopped: self }
+        PtraceThread {
+            stopped: self,
+            at_signal: None,
+        }
+    }
+
+    /// Lends this thread, stopped in a signal-delivery stop, to a handler as a
+    /// [`GuestThread`] that can also run system calls and patch code; stops of other
+    /// threads collected meanwhile go to `deferred`.
+    pub(crate) fn guest_at_signal<'a>(
+        &'a mut self,
+        deferred: &'a mut Deferred,
+    ) -> PtraceThread<'a> {
+        PtraceThread {
+            stopped: self,
+            at_signal: Some(deferred),
+        }
     }
 }
 
@@ -132,9 +149,15 @@ impl Stopped {
 #[derive(Debug)]
 pub struct PtraceThread<'a> {
     stopped: &'a mut Stopped,
+    /// Set in a signal-delivery stop: where stops of other threads go.
+    at_signal: Option<&'a mut Deferred>,
 }
 
 impl GuestThread for PtraceThread<'_> {
+    fn can_run_syscalls(&self) -> bool {
+        true
+    }
+
     fn tid(&self) -> i32 {
         self.stopped.pid.as_raw()
     }
@@ -153,5 +176,21 @@ impl GuestThread for PtraceThread<'_> {
 
     fn write_code(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
         crate::mem::write_force(self.stopped.pid, addr, data)
+    }
+
+    fn run_syscall(&mut self, nr: u32, args: [u64; 6]) -> Result<i64, ThreadOpError> {
+        let deferred = self
+            .at_signal
+            .as_deref_mut()
+            .ok_or(ThreadOpError::Unsupported)?;
+        super::inject::run_syscall(self.stopped.pid, deferred, nr, args)
+    }
+
+    fn patch_code(&mut self, addr: u64, data: &[u8]) -> Result<(), ThreadOpError> {
+        let deferred = self
+            .at_signal
+            .as_deref_mut()
+            .ok_or(ThreadOpError::Unsupported)?;
+        super::inject::patch_code(self.stopped.pid, deferred, addr, data)
     }
 }

@@ -97,6 +97,12 @@ impl NotifiedThread<'_> {
 }
 
 impl GuestThread for NotifiedThread<'_> {
+    /// A thread waiting for a notification's answer is inside the kernel: it can neither
+    /// be made to run another call nor have its process stopped from here.
+    fn can_run_syscalls(&self) -> bool {
+        false
+    }
+
     fn tid(&self) -> i32 {
         self.tid
     }

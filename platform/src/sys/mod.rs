@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod guest_mount;
+pub mod inject;
 pub mod map;
 pub mod notify;
 pub mod probe;
@@ -125,6 +126,19 @@ pub enum WaitEvent {
     Other(Pid),
 }
 
+impl WaitEvent {
+    /// The thread the report is about.
+    pub fn pid(&self) -> Pid {
+        match *self {
+            WaitEvent::Exited(p, _)
+            | WaitEvent::Signaled(p, ..)
+            | WaitEvent::Stopped(p, _)
+            | WaitEvent::Event(p, ..)
+            | WaitEvent::Other(p) => p,
+        }
+    }
+}
+
 /// `waitpid(-1, &status, __WALL)`, decoded.
 pub fn wait_any() -> nix::Result<WaitEvent> {
     wait_raw(-1)
@@ -142,8 +156,12 @@ fn wait_raw(which: libc::pid_t) -> nix::Result<WaitEvent> {
     if pid < 0 {
         return Err(nix::errno::Errno::last());
     }
-    let p = Pid::from_raw(pid);
-    Ok(if libc::WIFEXITED(status) {
+    Ok(decode_status(Pid::from_raw(pid), status))
+}
+
+/// A `waitpid` status for `p`, decoded.
+pub(crate) fn decode_status(p: Pid, status: libc::c_int) -> WaitEvent {
+    if libc::WIFEXITED(status) {
         WaitEvent::Exited(p, libc::WEXITSTATUS(status))
     } else if libc::WIFSIGNALED(status) {
         WaitEvent::Signaled(p, libc::WTERMSIG(status), libc::WCOREDUMP(status))
@@ -156,7 +174,7 @@ fn wait_raw(which: libc::pid_t) -> nix::Result<WaitEvent> {
         }
     } else {
         WaitEvent::Other(p)
-    })
+    }
 }
 
 /// `PTRACE_CONT`, delivering signal number `sig` (0 for none), real-time ones included.
