@@ -16,12 +16,14 @@
 mod before;
 mod insn;
 mod sweep;
+mod tail;
 
 #[cfg(test)]
 mod tests;
 
 pub use before::{site_before, Refusal};
 pub use sweep::{sweep, Found};
+pub use tail::{direct_call_before, jump_through_memory, loaded_register, tail_site_at};
 
 use platform::Arch;
 
