@@ -88,6 +88,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub report: Option<std::path::PathBuf>,
 
+    /// Do not patch the call sites of programs that call the legacy vsyscall page: every
+    /// such call stays a stop that compatrun emulates.
+    #[arg(long)]
+    pub no_patch: bool,
+
     /// compatrun's own log level (messages go to stderr, prefixed "compatrun:").
     #[arg(long, value_name = "LEVEL", default_value = "warn", global = true)]
     pub log: log::LevelFilter,

@@ -240,12 +240,21 @@ fn run_program(
                 .as_ref()
                 .is_some_and(|(root, prog)| sentry.needs_exec_hook(root, prog)),
     });
+    sentry.set_patching(!cli.no_patch);
     let status = match record {
         None => {
             let spec = sentry.intercept_spec().clone();
-            platform.run(&command, &spec, &mut sentry)
+            let status = platform.run(&command, &spec, &mut sentry);
+            log_vsyscall_summary(&sentry);
+            status
         }
-        Some(r) => r.run(platform, why, &command, sentry),
+        Some(r) => {
+            let status = r.run(platform, why, &command, sentry);
+            if let Some(sentry) = r.sentry() {
+                log_vsyscall_summary(sentry);
+            }
+            status
+        }
     };
     if let Some(dir) = &scratch {
         // The guest's writes to the image's tree were an overlay: they go now.
@@ -254,6 +263,13 @@ fn run_program(
     let status = status?;
     log::debug!("guest finished: {status:?}");
     Ok(u8::try_from(status.code() & 0xff).unwrap_or(EXIT_FAILURE))
+}
+
+/// `--log info`: what became of the guest's calls into the missing vsyscall page.
+fn log_vsyscall_summary(sentry: &Sentry) {
+    if let Some(line) = sentry.vsyscall_summary() {
+        log::info!("{line}");
+    }
 }
 
 /// The command line's guest: the image's environment (with our terminal type), else

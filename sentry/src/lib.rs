@@ -10,6 +10,7 @@
 
 pub mod elf;
 pub mod handlers;
+pub mod patch;
 pub mod persona;
 pub mod policy;
 pub mod table;
@@ -36,8 +37,7 @@ pub struct Sentry {
     sysctl: handlers::sysctl::SysctlTable,
     identity_files: Vec<(std::ffi::OsString, Vec<u8>)>,
     nodename: Option<Vec<u8>>,
-    /// Call sites patched so far (see [`Sentry::sites_patched`]).
-    sites_patched: u64,
+    patcher: patch::Patcher,
 }
 
 impl Sentry {
@@ -50,6 +50,7 @@ impl Sentry {
             .map(handlers::procfs::files)
             .unwrap_or_default();
         Ok(Sentry {
+            patcher: patch::Patcher::new(true, &policy.spec),
             sysctl: handlers::sysctl::SysctlTable::builtin()?,
             identity_files,
             persona,
@@ -57,7 +58,6 @@ impl Sentry {
             dispatch: policy.dispatch,
             too_old: handlers::too_old::TooOld::default(),
             nodename: None,
-            sites_patched: 0,
         })
     }
 
@@ -89,6 +89,24 @@ impl Sentry {
         self.nodename = name.map(|n| n.as_bytes().to_vec());
     }
 
+    /// Whether vsyscall call sites are patched (the default) or every call into the
+    /// missing page is emulated ([`patch`]).
+    pub fn set_patching(&mut self, on: bool) {
+        self.patcher = patch::Patcher::new(on, &self.spec);
+    }
+
+    /// What happened to calls into the missing vsyscall page, for `--log info`; `None`
+    /// when there were none.
+    pub fn vsyscall_summary(&self) -> Option<String> {
+        let t = self.patcher.totals();
+        (t.emulated > 0).then(|| {
+            format!(
+                "vsyscall: {} call sites patched, {} calls emulated, {} trampoline pages mapped",
+                t.sites, t.emulated, t.trampolines
+            )
+        })
+    }
+
     /// The persona in force.
     pub fn persona(&self) -> &Persona {
         &self.persona
@@ -97,13 +115,7 @@ impl Sentry {
     /// How many guest call sites the sentry has patched so far (a run report attributes
     /// each increase to the program of the thread being handled).
     pub fn sites_patched(&self) -> u64 {
-        self.sites_patched
-    }
-
-    /// Records `n` call sites patched in the guest, for [`Sentry::sites_patched`]: code
-    /// that patches call sites calls this while handling the thread it patched.
-    pub fn note_sites_patched(&mut self, n: u64) {
-        self.sites_patched += n;
+        self.patcher.totals().sites
     }
 }
 
@@ -127,6 +139,7 @@ impl Supervisor for Sentry {
     }
 
     fn execed<G: GuestThread>(&mut self, thread: &mut G) {
+        self.patcher.execed(thread.tgid());
         if let Some(v) = self.persona.kernel {
             handlers::vdso::rewrite_version(thread, v);
             self.too_old.execed(thread.tid(), v);
@@ -134,6 +147,7 @@ impl Supervisor for Sentry {
     }
 
     fn exited(&mut self, tid: i32, status: platform::ExitStatus) {
+        self.patcher.exited(tid);
         let Some(v) = self.persona.kernel else { return };
         let code = match status {
             platform::ExitStatus::Exited(c) => Some(c),
@@ -151,6 +165,9 @@ impl Supervisor for Sentry {
         regs: &mut Regs,
     ) -> SignalVerdict {
         if self.persona.kernel.is_some() {
+            if let Some(entry) = handlers::vsyscall::fault_entry(info, regs) {
+                self.patcher.fault(thread, entry, regs);
+            }
             handlers::vsyscall::handle(thread, info, regs)
         } else {
             SignalVerdict::Deliver

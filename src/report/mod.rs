@@ -141,6 +141,11 @@ impl Counting {
         }
     }
 
+    /// The sentry being counted.
+    pub fn sentry(&self) -> &Sentry {
+        &self.sentry
+    }
+
     /// The spec to compile: the sentry's, with every refused call caught instead, so it
     /// reaches [`Supervisor::syscall`] and is counted there.
     pub fn spec(&self) -> InterceptSpec {

@@ -70,6 +70,11 @@ impl Record {
         platform.run(command, &spec, counting)
     }
 
+    /// The sentry of the run, once [`Record::run`] has started it.
+    pub fn sentry(&self) -> Option<&Sentry> {
+        self.counting.as_ref().map(Counting::sentry)
+    }
+
     /// The report, for a run that ended with exit status `code` (and `error`, if
     /// compatrun failed).
     pub fn finish(self, code: u8, error: Option<&anyhow::Error>) -> Report {

@@ -28,7 +28,7 @@ pub fn version_code(v: KernelVersion) -> u32 {
 }
 
 /// The vDSO base of `tid`'s process, from /proc/TID/auxv.
-fn vdso_base(tid: i32) -> Option<u64> {
+pub(crate) fn vdso_base(tid: i32) -> Option<u64> {
     let auxv = std::fs::read(format!("/proc/{tid}/auxv")).ok()?;
     // The tracer is 64-bit; a 32-bit process's auxv has 4-byte words.
     let word = if auxv.len() % 16 == 0

@@ -96,6 +96,15 @@ fn call<G: GuestThread>(guest: &mut G, entry: u64, args: &[u64; 6]) -> i64 {
     }
 }
 
+/// The entry a thread faulted at, if `info` is exactly a call into the missing page
+/// (SIGSEGV with the instruction pointer and the fault address both on one entry).
+pub fn fault_entry(info: &SignalInfo, regs: &Regs) -> Option<crate::x86::VsyscallEntry> {
+    if info.signo != libc::SIGSEGV || info.addr != regs.ip {
+        return None;
+    }
+    crate::x86::VsyscallEntry::from_addr(regs.ip)
+}
+
 /// Handles a SIGSEGV that may be a call into the missing vsyscall page.
 pub fn handle<G: GuestThread>(guest: &mut G, info: &SignalInfo, regs: &mut Regs) -> SignalVerdict {
     let entry = regs.ip;
