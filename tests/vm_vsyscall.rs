@@ -55,6 +55,62 @@ fn static_fixture() -> PathBuf {
         .clone()
 }
 
+/// The call-site fixture (static, like the other), compiled once.
+fn sites_fixture() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| fixture("vsyscall_sites", &["-static", "-pthread"]))
+        .clone()
+}
+
+/// The files of the real wheezy tree (`COMPATRUN_OLD_ROOTFS`) that its perl needs,
+/// copied (links as links) into a small tree for the VM; `None` without the tree.
+fn wheezy_perl_tree() -> Option<PathBuf> {
+    let root = PathBuf::from(std::env::var_os("COMPATRUN_OLD_ROOTFS")?);
+    let files = [
+        "usr/bin/perl",
+        "usr/lib/libperl.so.5.14",
+        "lib64/ld-linux-x86-64.so.2",
+        "lib/x86_64-linux-gnu/ld-2.13.so",
+    ];
+    let libs = ["libc", "libdl", "libm", "libpthread", "libcrypt"];
+    if !root.join(files[0]).exists() {
+        return None;
+    }
+    let dest = common::scratch_dir().join(format!("vm-wheezy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dest);
+    let mut names: Vec<String> = files.iter().map(|f| (*f).to_owned()).collect();
+    for dir in ["lib/x86_64-linux-gnu", "usr/lib"] {
+        for e in std::fs::read_dir(root.join(dir))
+            .ok()?
+            .filter_map(Result::ok)
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if libs.iter().any(|l| {
+                name.starts_with(&format!("{l}.so")) || name.starts_with(&format!("{l}-2.13"))
+            }) || name.starts_with("libperl.so")
+            {
+                names.push(format!("{dir}/{name}"));
+            }
+        }
+    }
+    for name in names {
+        let to = dest.join(&name);
+        std::fs::create_dir_all(to.parent()?).ok()?;
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(root.join(&name))
+            .arg(&to)
+            .status()
+            .ok()?;
+        assert!(
+            status.success(),
+            "copying {name} from the wheezy tree failed"
+        );
+    }
+    Some(dest)
+}
+
 /// What one step printed (stdout and stderr merged) and its shell status.
 #[derive(Debug)]
 struct Step {
@@ -66,6 +122,15 @@ struct Step {
 /// libraries) in /work, runs each `(name, shell command)` in order and returns every
 /// step's output and status, plus the whole run.
 fn boot(test: &str, steps: &[(&str, &str)]) -> (HashMap<String, Step>, Outcome) {
+    boot_with(test, steps, &[])
+}
+
+/// [`boot`], with more `(host path, name in /work)` copied in.
+fn boot_with(
+    test: &str,
+    steps: &[(&str, &str)],
+    adds: &[(PathBuf, &str)],
+) -> (HashMap<String, Step>, Outcome) {
     let vsyscall = static_fixture();
     let mut script = String::new();
     for (name, cmd) in steps {
@@ -76,8 +141,11 @@ fn boot(test: &str, steps: &[(&str, &str)]) -> (HashMap<String, Step>, Outcome) 
     let mut cmd = Command::new("bash");
     cmd.arg(rig())
         .arg("--add")
-        .arg(format!("{}:vsyscall", vsyscall.display()))
-        .arg("--elf")
+        .arg(format!("{}:vsyscall", vsyscall.display()));
+    for (path, name) in adds {
+        cmd.arg("--add").arg(format!("{}:{name}", path.display()));
+    }
+    cmd.arg("--elf")
         .arg(format!("{}:compatrun", compatrun_bin().display()))
         .arg("--")
         .arg(&script);
@@ -180,25 +248,42 @@ fn compatrun_emulates_the_vsyscall_page_under_vsyscall_none() {
         skip(TEST, &reason);
         return;
     }
-    let (s, _) = boot(
-        TEST,
-        &[
-            ("native", "./vsyscall all"),
-            // The seccomp platform never sees the fault: the guest dies as natively.
-            (
-                "seccomp",
-                "./compatrun --platform seccomp --kernel-persona rhel6 -- ./vsyscall all",
-            ),
-            (
-                "auto",
-                "./compatrun --log info --kernel-persona rhel6 -- true",
-            ),
-            (
-                "emulated",
-                "./compatrun --kernel-persona rhel6 -- ./vsyscall all",
-            ),
-        ],
-    );
+    let wheezy = wheezy_perl_tree();
+    let mut adds = vec![(sites_fixture(), "vsyscall_sites")];
+    if let Some(tree) = &wheezy {
+        adds.push((tree.clone(), "wheezy"));
+    }
+    let mut steps = vec![
+        ("native", "./vsyscall all"),
+        // The seccomp platform never sees the fault: the guest dies as natively.
+        (
+            "seccomp",
+            "./compatrun --platform seccomp --kernel-persona rhel6 -- ./vsyscall all",
+        ),
+        (
+            "auto",
+            "./compatrun --log info --kernel-persona rhel6 -- true",
+        ),
+        (
+            "emulated",
+            "./compatrun --kernel-persona rhel6 -- ./vsyscall all",
+        ),
+    ];
+    steps.extend_from_slice(PATCH_STEPS);
+    if wheezy.is_some() {
+        steps.extend_from_slice(PERL_STEPS);
+    }
+    let (s, _) = boot_with(TEST, &steps, &adds);
+    if let Some(tree) = wheezy {
+        let _ = std::fs::remove_dir_all(tree);
+        check_perl(&s);
+    } else {
+        skip(
+            "vsyscall_patching_of_a_real_wheezy_perl",
+            "COMPATRUN_OLD_ROOTFS is not set (scripts/test.sh sets it)",
+        );
+    }
+    check_patching(&s);
     assert_native_segv(&s["native"]);
     assert_native_segv(&s["seccomp"]);
     // auto (the default, which "emulated" used) picks ptrace here, and says why.
@@ -224,4 +309,135 @@ fn compatrun_emulates_the_vsyscall_page_under_vsyscall_none() {
             g.out
         );
     }
+}
+
+/// Call-site patching, one step per shape (see tests/fixtures/vsyscall_sites.c).
+const PATCH_STEPS: &[(&str, &str)] = &[
+    ("sites-native", "./vsyscall_sites time 1"),
+    (
+        "patch-all",
+        "./compatrun --log info -k rhel6 -- ./vsyscall_sites all 300",
+    ),
+    (
+        "patch-tail",
+        "./compatrun --log info -k rhel6 -- ./vsyscall_sites tail 300",
+    ),
+    (
+        "patch-mem",
+        "./compatrun --log info -k rhel6 -- ./vsyscall_sites mem 300",
+    ),
+    (
+        "patch-fork",
+        "./compatrun --log info -k rhel6 -- ./vsyscall_sites fork 300",
+    ),
+    (
+        "patch-threads",
+        "./compatrun --log info -k rhel6 -- ./vsyscall_sites threads 300",
+    ),
+    (
+        "patch-near",
+        "./compatrun --log info -k rhel6 -- ./vsyscall_sites near 50",
+    ),
+    (
+        "patch-off",
+        "./compatrun --no-patch --log info -k rhel6 -- ./vsyscall_sites all 50",
+    ),
+];
+
+/// The real wheezy perl: its libc's time() is the glibc 2.12-style `mov`+`call`.
+const PERL_STEPS: &[(&str, &str)] = &[
+    (
+        "perl-native",
+        "mkdir -p wheezy/dev && mknod wheezy/dev/null c 1 3 && chroot wheezy /usr/bin/perl -e 'my $t; $t = time for 1..20000; print \"perl ok $t\\n\"'",
+    ),
+    (
+        "perl-patched",
+        "./compatrun --log info -k rhel6 -- chroot wheezy /usr/bin/perl -e 'my $t; $t = time for 1..20000; print \"perl ok $t\\n\"'",
+    ),
+];
+
+/// The `--log info` summary of a step: (sites patched, calls emulated, trampolines).
+fn summary(step: &Step) -> (u64, u64, u64) {
+    let line = step
+        .out
+        .lines()
+        .find_map(|l| l.strip_prefix("compatrun: info: vsyscall: "))
+        .unwrap_or_else(|| panic!("no vsyscall summary:\n{}", step.out));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(nums.len(), 3, "summary {line:?}");
+    (nums[0], nums[1], nums[2])
+}
+
+fn check_patching(s: &HashMap<String, Step>) {
+    assert_native_segv(&s["sites-native"]);
+    let ok = |name: &str, mode: &str, calls: u64| {
+        let step = &s[name];
+        assert_eq!(step.status, 0, "{name}:\n{}", step.out);
+        assert!(
+            step.out.lines().any(|l| l == format!("{mode} ok {calls}")),
+            "{name}: no `{mode} ok {calls}`:\n{}",
+            step.out
+        );
+        summary(step)
+    };
+    // Each site stops once (its first call, emulated, when it is patched), then never.
+    assert_eq!(
+        ok("patch-all", "all", 900),
+        (3, 3, 1),
+        "{}",
+        s["patch-all"].out
+    );
+    assert_eq!(
+        ok("patch-tail", "tail", 300),
+        (1, 1, 1),
+        "{}",
+        s["patch-tail"].out
+    );
+    assert_eq!(
+        ok("patch-mem", "mem", 300),
+        (1, 1, 1),
+        "{}",
+        s["patch-mem"].out
+    );
+    // The forked child runs the inherited patched site without a stop, and patches the
+    // site its parent never reached in the trampoline page it inherited (no new page).
+    assert_eq!(
+        ok("patch-fork", "fork", 901),
+        (2, 2, 1),
+        "{}",
+        s["patch-fork"].out
+    );
+    // Eight threads on one site: one patch; each thread stops at most once (its call in
+    // flight while the site was rewritten), all of them get the right answers.
+    let (sites, emulated, pages) = ok("patch-threads", "threads", 2400);
+    assert_eq!((sites, pages), (1, 1), "{}", s["patch-threads"].out);
+    assert!((1..=8).contains(&emulated), "{}", s["patch-threads"].out);
+    // Near misses are left alone and emulated every time, correctly.
+    assert_eq!(
+        ok("patch-near", "near", 150),
+        (0, 150, 0),
+        "{}",
+        s["patch-near"].out
+    );
+    // --no-patch: every call is a stop, as before patching existed.
+    assert_eq!(
+        ok("patch-off", "all", 150),
+        (0, 150, 0),
+        "{}",
+        s["patch-off"].out
+    );
+}
+
+fn check_perl(s: &HashMap<String, Step>) {
+    assert_native_segv(&s["perl-native"]);
+    let step = &s["perl-patched"];
+    assert_eq!(step.status, 0, "{}", step.out);
+    assert!(step.out.contains("perl ok "), "{}", step.out);
+    let (sites, emulated, pages) = summary(step);
+    // time() in libc is patched on its first call; the loop then never stops.
+    assert!(sites >= 1 && pages >= 1, "{}", step.out);
+    assert!(emulated <= sites + 2, "{}", step.out);
 }
