@@ -454,3 +454,36 @@ fn the_busybox_tree() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A docker-archive of the bullseye tree (made by skopeo in scripts/test-trees.sh):
+/// unpacked into a private image cache, then scanned as a tree.
+#[test]
+fn an_image() {
+    if !once("an_image") {
+        return;
+    }
+    let Some(trees) = test_trees("an_image") else {
+        return;
+    };
+    let archive = trees.join("docker.tar");
+    if !archive.exists() {
+        skip("an_image", "target/test-trees/docker.tar is missing");
+        return;
+    }
+    let cache = scratch_dir().join(format!("scan-cache-{}", std::process::id()));
+    let mut c = Command::new(compatrun_bin());
+    c.args(["scan", "--json", "--persona", "rhel7", "--image"])
+        .arg(&archive)
+        .env("COMPATRUN_CACHE_DIR", &cache)
+        .env_remove("COMPATRUN_PLATFORM");
+    let o = run_cmd(c, None);
+    let _ = std::fs::remove_dir_all(&cache);
+    assert_eq!(o.status, 0, "{}", o.err());
+    let r: Value = serde_json::from_str(&o.out()).expect("JSON");
+    assert_eq!(r["libc"]["version"], "2.31");
+    let f = file(&r, "/usr/bin/ls");
+    assert_eq!(f["arch"], "x86_64");
+    // A file that is not an image is bad input.
+    let (code, _, err) = scan(&["--image", "/etc/hostname"]);
+    assert_eq!(code, Some(125), "{err}");
+}

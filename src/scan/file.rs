@@ -15,8 +15,6 @@ use sentry::KernelVersion;
 const SHF_EXECINSTR: u64 = 0x4;
 /// PF_X.
 const PF_X: u32 = 0x1;
-/// The message of glibc's start-up kernel check (glibc before 2.35 carries it).
-const TOO_OLD: &[u8] = b"FATAL: kernel too old";
 /// The start of glibc's banner in libc.so.6.
 const GLIBC_BANNER: &[u8] = b"GNU C Library ";
 
@@ -148,7 +146,7 @@ pub fn analyse(data: &[u8], shown: PathBuf) -> Result<ElfReport, FileError> {
         kind,
         interpreter,
         abi_note: sentry::handlers::too_old::abi_tag(data),
-        checks_kernel: memchr::memmem::find(data, TOO_OLD).is_some(),
+        checks_kernel: sentry::handlers::too_old::carries_check(data),
         glibc_banner: glibc_banner(data),
         code_bytes: 0,
         calls: BTreeMap::new(),

@@ -146,7 +146,7 @@ const LIBC_PATHS: [&str; 6] = [
 
 /// Whether an ELF image carries glibc's "kernel too old" check (its message). A loader
 /// or static binary is megabytes: a vectorised search keeps this off the exec path.
-fn carries_check(data: &[u8]) -> bool {
+pub fn carries_check(data: &[u8]) -> bool {
     memchr::memmem::find(data, MESSAGE).is_some()
 }
 
