@@ -270,6 +270,12 @@ fn compatrun_emulates_the_vsyscall_page_under_vsyscall_none() {
         ),
     ];
     steps.extend_from_slice(PATCH_STEPS);
+    // The run report counts the entry calls compatrun emulated and the sites it patched.
+    steps.push((
+        "report",
+        "./compatrun --platform ptrace -k rhel6 --report /tmp/vs.json \
+         -- ./vsyscall_sites all 300 >/dev/null && cat /tmp/vs.json",
+    ));
     if wheezy.is_some() {
         steps.extend_from_slice(PERL_STEPS);
     }
@@ -294,6 +300,23 @@ fn compatrun_emulates_the_vsyscall_page_under_vsyscall_none() {
         "{:?}",
         s["auto"]
     );
+    let r = &s["report"];
+    assert_eq!(r.status, 0, "with a report:\n{}", r.out);
+    let report: serde_json::Value = serde_json::from_str(&r.out)
+        .unwrap_or_else(|e| panic!("the report is not JSON ({e}):\n{}", r.out));
+    // As patch-all: three sites, each emulated once (its first call) and then patched.
+    assert_eq!(report["totals"]["vsyscall_emulated"], 3, "{report:#}");
+    assert_eq!(report["totals"]["sites_patched"], 3, "{report:#}");
+    let program = report["programs"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["path"] == "/work/vsyscall_sites"))
+        .unwrap_or_else(|| panic!("no /work/vsyscall_sites program: {report:#}"));
+    assert_eq!(program["sites_patched"], 3, "{report:#}");
+    let per_entry: u64 = program["vsyscall"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|e| e["count"].as_u64()).sum())
+        .unwrap_or(0);
+    assert_eq!(per_entry, 3, "{report:#}");
     let g = &s["emulated"];
     assert_eq!(g.status, 0, "under compatrun:\n{}", g.out);
     for call in ["gettimeofday", "time", "getcpu"] {
