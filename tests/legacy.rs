@@ -197,12 +197,6 @@ fn one_consistent_persona_everywhere_the_guest_looks() {
 /// carries the persona's version in 64- and 32-bit guests, and the vDSO clock still works.
 #[test]
 fn the_vdso_version_note_tells_the_persona() {
-    if common::ptrace_only(
-        "the_vdso_version_note_tells_the_persona",
-        "sees no exec events, so it cannot rewrite the vDSO's note before the loader runs",
-    ) {
-        return;
-    }
     let native_note = common::native(&[fixture("vdso_note", &[])]).out();
     let mut builds = vec![("64-bit", fixture("vdso_note", &[]))];
     let m32 = common::have_m32();
@@ -238,13 +232,6 @@ fn the_vdso_version_note_tells_the_persona() {
 /// caused it, and says nothing when a program exits 127 for any other reason.
 #[test]
 fn kernel_too_old_is_faithful_and_explained() {
-    if common::ptrace_only(
-        "kernel_too_old_is_faithful_and_explained",
-        "leaves the vDSO's note at the host's version (no exec events), which a static \
-         glibc reads for its check",
-    ) {
-        return;
-    }
     let bin = fixture("too_old", &["-static"]);
     let o = under("rhel6", &[&bin]);
     assert_eq!(o.status, 127);

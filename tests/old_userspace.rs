@@ -71,12 +71,6 @@ fn the_old_loader_refuses_a_persona_older_than_its_c_library_and_says_so() {
     else {
         return;
     };
-    if common::ptrace_only(
-        "the_old_loader_refuses_a_persona_older_than_its_c_library_and_says_so",
-        "leaves the vDSO's kernel-version note at the host's, which this loader reads",
-    ) {
-        return;
-    }
     let dir = common::scratch_dir().join("old-userspace");
     std::fs::create_dir_all(&dir).expect("mkdir");
     let persona = dir.join("ancient.toml");
@@ -98,12 +92,6 @@ fn the_old_loader_checks_library_abi_tags_against_the_persona() {
     let Some(root) = tree("the_old_loader_checks_library_abi_tags_against_the_persona") else {
         return;
     };
-    if common::ptrace_only(
-        "the_old_loader_checks_library_abi_tags_against_the_persona",
-        "leaves the vDSO's kernel-version note at the host's, which this loader reads",
-    ) {
-        return;
-    }
     // A library that says it needs Linux 3.0 (no libc dependency, so any loader can map it).
     let src = common::scratch_dir().join("abitag3.c");
     std::fs::write(

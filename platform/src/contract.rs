@@ -70,6 +70,9 @@ pub struct InterceptSpec {
     /// address: the kernel's own vsyscall-page emulation runs the filter with the real
     /// number and the page's address (a 2.6-era `getcpu` came only from there).
     pub allow_from_ip: Vec<(u32, u64)>,
+    /// The supervisor wants [`Supervisor::execed`] after every exec. A backend that
+    /// sees exec only at a price (seccomp: a seize per exec) pays it only then.
+    pub exec_events: bool,
 }
 
 impl InterceptSpec {
@@ -80,6 +83,7 @@ impl InterceptSpec {
             defaults: Arch::ALL.iter().map(|&a| (a, Rule::Allow)).collect(),
             signals: Vec::new(),
             allow_from_ip: Vec::new(),
+            exec_events: false,
         }
     }
 

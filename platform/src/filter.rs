@@ -285,6 +285,7 @@ mod tests {
             defaults: Arch::ALL.iter().map(|&a| (a, default)).collect(),
             signals: Vec::new(),
             allow_from_ip: Vec::new(),
+            exec_events: false,
         }
     }
 

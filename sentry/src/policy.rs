@@ -113,6 +113,8 @@ impl Policy {
                 defaults,
                 signals,
                 allow_from_ip,
+                // The vDSO note and the "kernel too old" check happen at exec.
+                exec_events: persona.kernel.is_some(),
             },
             dispatch,
         }

@@ -45,6 +45,11 @@ impl Stopped {
         check("CONT", self.pid, sys::ptrace_cont(self.pid, sig))
     }
 
+    /// Stops tracing the thread, delivering signal number `sig` (0: none).
+    pub fn detach(self, sig: i32) -> Result<(), TraceError> {
+        check("DETACH", self.pid, sys::ptrace_detach(self.pid, sig))
+    }
+
     /// Leaves a group-stopped thread stopped but wakeable by SIGCONT.
     pub fn listen(self) -> Result<(), TraceError> {
         check("LISTEN", self.pid, sys::ptrace_listen(self.pid))

@@ -1,8 +1,8 @@
 //! The seccomp user-notification backend: caught calls wait on a listener fd instead of
 //! stopping under a tracer.
 //!
-//! Nothing is traced: children inherit the filter, so fork, clone and exec run at native
-//! speed, and the guest may ptrace its own children (strace, gdb). The guest always runs
+//! No guest process is traced: children inherit the filter, so fork and clone run at
+//! native speed, and the guest may ptrace its own children (strace, gdb). The guest always runs
 //! in its own pid namespace, whose init is bound to compatrun's life (parent-death
 //! signal): if compatrun dies, the kernel kills every guest process, so none ever runs
 //! unsupervised, and none can see, signal or attach to compatrun.
@@ -12,11 +12,16 @@
 //! supports it); the main thread waits for the namespace to end, forwards signals, and
 //! mirrors the guest's job-control stops that the init reports.
 //!
+//! Exec is seen without tracing forks: when the spec asks for exec events, each exec
+//! call is notified and only its thread is seized until its exec event (`exec`).
+//!
 //! What this backend cannot do, and the ptrace backend can: see signals before delivery
-//! (so no vsyscall emulation where the host has no vsyscall page), and see exec events
-//! (so the vDSO's kernel-version note is not rewritten and the "kernel too old" hint is
-//! not given). Its [`DECLARATION`] says so to whoever chooses a platform.
+//! (so no vsyscall emulation where the host has no vsyscall page), see each thread's exit
+//! (only the first process's is reported, from its init), and see the exec of a thread
+//! a debugger inside the guest already traces. Its [`DECLARATION`] says so to whoever
+//! chooses a platform.
 
+mod exec;
 mod guest;
 mod keeper;
 
@@ -29,7 +34,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
 use crate::command::{ExitStatus, GuestCommand};
-use crate::contract::{InterceptSpec, Supervisor, Syscall, Verdict};
+use crate::contract::{InterceptSpec, Rule, Supervisor, Syscall, Verdict};
 use crate::declaration::{Capabilities, Declaration};
 use crate::error::PlatformError;
 use crate::filter::{self, CatchAction};
@@ -61,14 +66,14 @@ pub fn supported() -> Result<(), String> {
     Ok(())
 }
 
-/// The seccomp backend's declaration: forks and exec run untraced, but it needs a pid
-/// namespace, and it sees no signal, no exec and no exit.
+/// The seccomp backend's declaration: forks run untraced and each exec costs one short
+/// seize, but it needs a pid namespace, and it sees no signal and no thread's exit.
 pub const DECLARATION: Declaration = Declaration {
     name: "seccomp",
     merit: "seccomp user notification: process creation and forwarded calls at native speed",
     caps: Capabilities {
         sees_signals: false,
-        sees_exec: false,
+        sees_exec: true,
         reports_exits: false,
         needs_pid_ns: true,
         forks_untraced: true,
@@ -96,7 +101,9 @@ pub fn run<S: Supervisor + Send>(
     sup: &mut S,
 ) -> Result<ExitStatus, PlatformError> {
     let setup = |op: &'static str| move |e: std::io::Error| PlatformError::Spawn { op, source: e };
-    let (mut child, (init_pidfd, keeper)) = launch::launch(cmd, spec, &PLAN, |child| {
+    // With exec events wanted, exec calls are handed over too (see `exec`).
+    let caught = exec::with_exec_catch(spec);
+    let (mut child, (init_pidfd, keeper)) = launch::launch(cmd, &caught, &PLAN, |child| {
         let pidfd = sys::pidfd_open(child.pid).map_err(setup("pidfd_open"))?;
         signals::set_target(child.pid.as_raw(), std::os::fd::AsRawFd::as_raw_fd(&pidfd));
         // Last: from here on the keeper thread reaps the init.
@@ -108,6 +115,11 @@ pub fn run<S: Supervisor + Send>(
         let _ = sys::pidfd_kill(init_pidfd.as_fd(), libc::SIGKILL);
         e
     };
+    let hook = ExecHook {
+        wanted: spec.exec_events,
+        spec,
+        first: std::sync::OnceLock::new(),
+    };
     let supervised = child
         .release()
         .map_err(setup("release the guest"))
@@ -117,7 +129,7 @@ pub fn run<S: Supervisor + Send>(
                 .map_err(setup("receive the seccomp listener"))
         })
         .and_then(|listener| match listener {
-            Some(listener) => supervise(&child, &init_pidfd, listener, sup),
+            Some(listener) => supervise(&child, &init_pidfd, listener, sup, &hook),
             // The guest failed before its filter was in place: nothing to supervise.
             None => Ok(()),
         })
@@ -127,7 +139,21 @@ pub fn run<S: Supervisor + Send>(
         .unwrap_or(Err(PlatformError::Wait(Errno::ECHILD)));
     let status = supervised.and(status);
     signals::root_gone();
+    // The one exit this backend sees: the first process's, which the init reports.
+    if let (Ok(status), Some(&tid)) = (&status, hook.first.get()) {
+        sup.exited(tid, *status);
+    }
     launch::finish(cmd, &child, status)
+}
+
+/// What the supervisor thread needs to see exec (see `exec`).
+struct ExecHook<'a> {
+    /// The spec asks for exec events.
+    wanted: bool,
+    /// The spec as the sentry gave it (before exec calls were added to the catch list).
+    spec: &'a InterceptSpec,
+    /// The thread of the guest's first exec: its first process.
+    first: std::sync::OnceLock<i32>,
 }
 
 /// Serves notifications on a second thread while this one waits for the namespace to
@@ -137,6 +163,7 @@ fn supervise<S: Supervisor + Send>(
     init_pidfd: &OwnedFd,
     listener: OwnedFd,
     sup: &mut S,
+    hook: &ExecHook<'_>,
 ) -> Result<(), PlatformError> {
     if notify::set_sync_wakeup(listener.as_fd()) {
         debug!("seccomp listener: synchronous wake-ups");
@@ -153,7 +180,7 @@ fn supervise<S: Supervisor + Send>(
                     init_pidfd: init_pidfd.as_fd(),
                     finished: false,
                 };
-                guard.finished = serve(listener.as_fd(), sup, &done);
+                guard.finished = serve(listener.as_fd(), sup, &done, hook);
             })
             .map_err(|source| PlatformError::Spawn {
                 op: "start the supervisor thread",
@@ -197,7 +224,12 @@ impl Drop for KillInitIfAbandoned<'_> {
 
 /// The supervisor thread: answer every notification until the run is over (true) or the
 /// listener fails (false).
-fn serve<S: Supervisor>(listener: BorrowedFd<'_>, sup: &mut S, done: &AtomicBool) -> bool {
+fn serve<S: Supervisor>(
+    listener: BorrowedFd<'_>,
+    sup: &mut S,
+    done: &AtomicBool,
+    hook: &ExecHook<'_>,
+) -> bool {
     let mut mem = MemFiles::default();
     loop {
         let n = match notify::recv(listener) {
@@ -226,15 +258,32 @@ fn serve<S: Supervisor>(listener: BorrowedFd<'_>, sup: &mut S, done: &AtomicBool
             tid: n.tid,
             mem: &mut mem,
         };
-        let verdict = sup.syscall(&mut thread, &call);
+        let exec = hook.wanted && exec::is_exec(arch, nr);
+        // An exec call is the supervisor's only if its spec catches it itself.
+        let verdict = if exec && hook.spec.rule_for(arch, nr) != Rule::Catch {
+            Verdict::Forward
+        } else {
+            sup.syscall(&mut thread, &call)
+        };
         trace!("[pid {}] {arch} syscall {nr} -> {verdict:?}", n.tid);
         let value = match verdict {
             Verdict::Forward => None,
             Verdict::Return(v) => Some(v),
         };
+        let seized = if exec && value.is_none() {
+            // The guest's first exec is its first process's (nothing else runs yet).
+            let _ = hook.first.set(n.tid);
+            exec::seize(n.tid)
+        } else {
+            None
+        };
         if let Err(e) = notify::respond(listener, n.id, value) {
-            // ENOENT: the caller was killed while it waited.
+            // ENOENT: the caller was killed while it waited (a seized one is still
+            // detached below: its call is over or will be made again).
             debug!("[pid {}] reply not delivered: {e}", n.tid);
+        }
+        if let Some(seized) = seized {
+            seized.finish(sup);
         }
     }
 }

@@ -179,12 +179,22 @@ pub(crate) fn decode_status(p: Pid, status: libc::c_int) -> WaitEvent {
 
 /// `PTRACE_CONT`, delivering signal number `sig` (0 for none), real-time ones included.
 pub fn ptrace_cont(pid: Pid, sig: i32) -> nix::Result<()> {
+    ptrace_resume(libc::PTRACE_CONT, pid, sig)
+}
+
+/// `PTRACE_DETACH`, delivering signal number `sig` (0 for none), real-time ones included.
+pub fn ptrace_detach(pid: Pid, sig: i32) -> nix::Result<()> {
+    ptrace_resume(libc::PTRACE_DETACH, pid, sig)
+}
+
+/// A ptrace request that resumes the tracee with a signal (`PTRACE_CONT`, `_DETACH`).
+fn ptrace_resume(request: libc::c_uint, pid: Pid, sig: i32) -> nix::Result<()> {
     let data = usize::try_from(sig).map_err(|_| nix::errno::Errno::EINVAL)?;
-    // SAFETY: PTRACE_CONT takes no pointer: addr is ignored and data is the signal
-    // number; the kernel validates both the tracee and the number.
+    // SAFETY: PTRACE_CONT and PTRACE_DETACH take no pointer: addr is ignored and data
+    // is the signal number; the kernel validates both the tracee and the number.
     let r = unsafe {
         libc::ptrace(
-            libc::PTRACE_CONT,
+            request,
             pid.as_raw(),
             std::ptr::null_mut::<libc::c_void>(),
             data as *mut libc::c_void,
