@@ -10,6 +10,7 @@ PKGS=(
   qemu-system-x86 busybox-static       # tests/vm: a vsyscall=none VM (kernel: target/vm-cache)
   python3-minimal mawk                 # `python3` and `awk` on PATH: programs.rs, tests/fixtures/ptydrive.py
   strace gdb                           # debuggers inside a seccomp-platform guest: platforms.rs
+  binutils                             # objdump -d, which tests/scan.rs compares the scanner with
   debootstrap skopeo umoci             # real trees and images made by real tools: real_trees.rs
   debian-archive-keyring               # the keys debootstrap checks bullseye's Release file with
 )

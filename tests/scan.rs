@@ -378,17 +378,37 @@ fn the_wheezy_tree() {
     assert!(compare_with_objdump(&r, &root, 25) > 20);
 }
 
-/// The trees scripts/test-trees.sh builds (target/test-trees), when it has run.
+/// The trees scripts/test-trees.sh builds into target/test-trees (once; tests/real_trees.rs
+/// usually has by the time this runs, else it is made here).
 fn test_trees(test: &str) -> Option<PathBuf> {
-    let t = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-trees");
-    if t.join("bullseye/etc/debian_version").exists() {
-        Some(t)
-    } else {
-        skip(
-            test,
-            "target/test-trees has no bullseye tree (tests/real_trees.rs makes it)",
-        );
-        None
+    static TREES: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let made = TREES.get_or_init(|| {
+        if !common::is_root() {
+            return Err("debootstrap and umoci need root".into());
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("bash")
+            .arg(root.join("scripts/test-trees.sh"))
+            .output()
+            .map_err(|e| format!("cannot run scripts/test-trees.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "scripts/test-trees.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(root.join(String::from_utf8_lossy(&out.stdout).trim()))
+    });
+    match made {
+        Ok(t) if t.join("bullseye/etc/debian_version").exists() => Some(t.clone()),
+        Ok(t) => {
+            skip(test, &format!("{} has no bullseye tree", t.display()));
+            None
+        }
+        Err(why) => {
+            skip(test, why);
+            None
+        }
     }
 }
 
