@@ -267,8 +267,10 @@ impl Supervisor for Counting {
     fn execed<G: GuestThread>(&mut self, thread: &mut G) {
         let before = self.sentry.sites_patched();
         self.sentry.execed(thread);
-        let idx = self.programs.execed(thread);
-        self.counts(idx).processes += 1;
+        let (idx, new_process) = self.programs.execed(thread);
+        if new_process {
+            self.counts(idx).processes += 1;
+        }
         self.note_patched(idx, before);
     }
 

@@ -7,9 +7,10 @@
 //!   execs, and kept until it execs again or ends. A process counts once per program it
 //!   runs: at each exec, and when a process not seen exec'ing (a fork's child, the first
 //!   process) first shows up.
-//! - **seccomp** reports neither: `/proc/TID/exe` is read at every caught call (one
+//! - **seccomp** reports no thread exits (and, on kernels or runs where it cannot seize
+//!   an execing thread, no execs): `/proc/TID/exe` is read at every caught call (one
 //!   `readlink`), so a call is attributed to what the thread runs at that moment, exec or
-//!   not. A process counts once per program it is seen making caught calls in; a process
+//!   not; an exec it does see counts the process as a call would. A process counts once per program it is seen making caught calls in; a process
 //!   that makes none is not seen at all, and one that execs the same program again counts
 //!   once (approximate, as docs/REPORT.md says).
 //!
@@ -132,22 +133,23 @@ impl Programs {
         (program, new)
     }
 
-    /// ptrace: `thread` has just exec'd (it is its process's only thread now, with the
-    /// process's id): returns its new program.
-    pub fn execed<G: GuestThread>(&mut self, thread: &mut G) -> usize {
+    /// `thread` has just exec'd (it is its process's only thread now, with the process's
+    /// id): returns its new program, and whether this counts as a new process for it
+    /// (always where the platform reports exits; otherwise once per process and program,
+    /// as for calls).
+    pub fn execed<G: GuestThread>(&mut self, thread: &mut G) -> (usize, bool) {
         let tgid = thread.tid();
         self.threads.retain(|_, t| t.tgid != tgid);
-        let program = self.intern(&exe_of(tgid));
-        self.processes.insert(tgid, program);
-        self.threads.insert(
-            tgid,
-            ThreadInfo {
-                tgid,
-                exe: OsString::new(),
-                program,
-            },
-        );
-        program
+        let exe = exe_of(tgid);
+        let program = self.intern(&exe);
+        let new = if self.exec_events {
+            self.processes.insert(tgid, program);
+            true
+        } else {
+            self.seen.insert((tgid, program))
+        };
+        self.threads.insert(tgid, ThreadInfo { tgid, exe, program });
+        (program, new)
     }
 
     /// ptrace: thread `tid` is gone (with the process, when it led it).
