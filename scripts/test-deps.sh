@@ -11,6 +11,7 @@ PKGS=(
   python3-minimal mawk                 # `python3` and `awk` on PATH: programs.rs, tests/fixtures/ptydrive.py
   strace gdb                           # debuggers inside a seccomp-platform guest: platforms.rs
   binutils                             # objdump -d, which tests/scan.rs compares the scanner with
+  stress-ng                            # load under compatrun: load.rs
   debootstrap skopeo umoci             # real trees and images made by real tools: real_trees.rs
   debian-archive-keyring               # the keys debootstrap checks bullseye's Release file with
 )

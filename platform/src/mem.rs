@@ -64,6 +64,45 @@ pub fn write_force(pid: Pid, addr: u64, data: &[u8]) -> Result<(), Fault> {
     }
 }
 
+/// Whether `[addr, addr + len)` lies in mappings the thread `tid` may write itself
+/// (`w` in `/proc/TID/maps`): a write through `/proc/TID/mem` ignores page protections
+/// (as for a debugger), where the kernel answers EFAULT to a system call writing into a
+/// read-only buffer.
+pub fn writable(tid: i32, addr: u64, len: usize) -> bool {
+    let Some(end) = addr.checked_add(len as u64) else {
+        return false;
+    };
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{tid}/maps")) else {
+        return false;
+    };
+    let mut at = addr;
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some((lo, hi)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
+            continue;
+        };
+        // Mappings are listed in address order: the next byte to check must be in this
+        // one, or there is a hole.
+        if hi <= at {
+            continue;
+        }
+        if lo > at || perms.as_bytes().get(1) != Some(&b'w') {
+            return false;
+        }
+        at = hi;
+        if at >= end {
+            return true;
+        }
+    }
+    false
+}
+
 /// The thread group (process) a thread belongs to, from `/proc/TID/status`.
 pub fn tgid_of(tid: Pid) -> Option<i32> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
@@ -76,6 +115,17 @@ pub fn tgid_of(tid: Pid) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writable_follows_the_mappings_protection() {
+        let me = i32::try_from(std::process::id()).expect("pid fits");
+        let heap = vec![0u8; 100_000];
+        assert!(writable(me, heap.as_ptr() as u64, heap.len()));
+        let text: &'static str = "a string literal lives in a read-only mapping";
+        assert!(!writable(me, text.as_ptr() as u64, text.len()));
+        assert!(!writable(me, 0, 1));
+        assert!(!writable(me, u64::MAX - 1, 4));
+    }
 
     #[test]
     fn reads_and_writes_own_memory_and_faults_cleanly() {

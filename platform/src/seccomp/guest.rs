@@ -126,6 +126,14 @@ impl GuestThread for NotifiedThread<'_> {
     }
 
     fn write_mem(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
+        // The mem file would write into read-only pages too; a system call's result
+        // may not (EFAULT, as the kernel answers).
+        if !data.is_empty() && !crate::mem::writable(self.tid, addr, data.len()) {
+            return Err(Fault {
+                addr,
+                len: data.len(),
+            });
+        }
         self.write_through(addr, data)
     }
 
