@@ -8,7 +8,7 @@
 mod bench;
 mod cli;
 mod guest;
-mod image;
+use compatrun::image;
 mod personas;
 mod report;
 mod scan;
