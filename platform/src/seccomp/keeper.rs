@@ -36,6 +36,7 @@ pub(super) fn keep(
     let handle = std::thread::Builder::new()
         .name("compatrun-init-keeper".into())
         .spawn(move || {
+            crate::sys::signals::block_forwarded_in_this_thread();
             if let Err(e) = nixptrace::seize(init, Options::PTRACE_O_EXITKILL) {
                 warn!(
                     "cannot trace the namespace's init ({e}); a guest allowed to ptrace \

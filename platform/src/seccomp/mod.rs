@@ -175,6 +175,7 @@ fn supervise<S: Supervisor + Send>(
         let server = std::thread::Builder::new()
             .name("compatrun-supervisor".into())
             .spawn_scoped(scope, || {
+                sys::signals::block_forwarded_in_this_thread();
                 let _ = server_thread.set(sys::current_thread());
                 let mut guard = KillInitIfAbandoned {
                     init_pidfd: init_pidfd.as_fd(),

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 static TARGET_PIDFD: AtomicI32 = AtomicI32::new(-1);
 static TARGET_PID: AtomicI32 = AtomicI32::new(-1);
@@ -42,6 +42,32 @@ pub const FORWARDED: [Signal; 12] = [
     Signal::SIGWINCH,
     Signal::SIGCONT,
 ];
+
+/// [`FORWARDED`] as a signal set: the mask each forwarding handler runs with. Several
+/// signals pending at once would otherwise each get a handler frame nested on the one
+/// before, so the last set up runs first and the guest sees them reversed (`kill -TERM;
+/// kill -CONT` to a stopped job arriving as CONT, TERM lets the job run on before it
+/// dies). Masked, they are passed on one at a time, lowest number first, which is the
+/// order the kernel itself delivers pending standard signals in.
+fn forwarded_set() -> libc::sigset_t {
+    let mut set = SigSet::empty();
+    for sig in FORWARDED {
+        set.add(sig);
+    }
+    *set.as_ref()
+}
+
+/// Blocks [`FORWARDED`] in the calling thread, for compatrun's helper threads: a
+/// signal sent to compatrun is then always handled by its main thread, so two of them
+/// are never passed on by two threads at once, out of order.
+pub fn block_forwarded_in_this_thread() {
+    let mut set = SigSet::empty();
+    for sig in FORWARDED {
+        set.add(sig);
+    }
+    // Only fails for an invalid `how`, which SIG_BLOCK is not.
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
 
 /// Signals whose default action ends a process and that a caller sends to stop a job.
 fn ends_compatrun(sig: i32) -> bool {
@@ -167,7 +193,7 @@ pub fn install_forwarding() -> nix::Result<()> {
             let mut act: libc::sigaction = std::mem::zeroed();
             act.sa_sigaction = forward as *const () as usize;
             act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut act.sa_mask);
+            act.sa_mask = forwarded_set();
             if libc::sigaction(sig as i32, &act, std::ptr::null_mut()) != 0 {
                 return Err(nix::errno::Errno::last());
             }
@@ -189,7 +215,7 @@ pub fn init_forwarding() {
             let mut act: libc::sigaction = std::mem::zeroed();
             act.sa_sigaction = forward as *const () as usize;
             act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut act.sa_mask);
+            act.sa_mask = forwarded_set();
             libc::sigaction(sig, &act, std::ptr::null_mut());
         }
     }
