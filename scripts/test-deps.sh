@@ -14,6 +14,7 @@ PKGS=(
   stress-ng                            # load under compatrun: load.rs
   debootstrap skopeo umoci             # real trees and images made by real tools: real_trees.rs
   debian-archive-keyring               # the keys debootstrap checks bullseye's Release file with
+  podman runc conmon                   # a real engine calling compatrun as its runtime: oci.rs
 )
 
 missing=()

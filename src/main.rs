@@ -9,6 +9,7 @@ mod bench;
 mod cli;
 mod guest;
 use compatrun::image;
+mod oci;
 mod personas;
 mod report;
 mod scan;
@@ -37,6 +38,9 @@ fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == bench::guest::MODE) {
         return ExitCode::from(bench::guest::main(&args[2..]));
+    }
+    if let Some(args) = oci::runtime_args(&args) {
+        return oci::main(args);
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

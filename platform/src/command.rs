@@ -31,6 +31,35 @@ pub struct GuestCommand {
     /// Enter a user namespace first, mapping compatrun's own ids to these (an ordinary
     /// user gets the rights a pid and mount namespace need only this way).
     pub user_ns: Option<IdMap>,
+    /// Supplementary groups of the guest's first process when it switches `user`
+    /// (empty: only the group itself).
+    pub groups: Vec<u32>,
+    /// The capabilities the guest keeps (as root); `None` leaves them as they are.
+    pub capabilities: Option<CapSets>,
+    /// A descriptor the guest's first process reads one byte from, after its filter is
+    /// in place and just before its exec: the program starts only once the front end
+    /// writes it (an OCI runtime's `start`). End of file instead ends the guest.
+    pub start_gate: Option<std::os::fd::RawFd>,
+    /// A mount namespace (an open `/proc/PID/ns/mnt`) the guest's first process joins
+    /// before anything else, which also makes that namespace's root its own (a further
+    /// process in a running container); `program` must then be a path valid there.
+    pub join_mount_ns: Option<std::os::fd::RawFd>,
+}
+
+/// Capability sets as bit masks (bit N = capability N), as `capset(2)` and the
+/// bounding and ambient sets take them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CapSets {
+    /// The bounding set: every capability not in it is dropped for good.
+    pub bounding: u64,
+    /// Effective.
+    pub effective: u64,
+    /// Permitted.
+    pub permitted: u64,
+    /// Inheritable.
+    pub inheritable: u64,
+    /// Ambient (each must also be permitted and inheritable).
+    pub ambient: u64,
 }
 
 /// The one-to-one id mapping of a user namespace compatrun enters: compatrun's effective

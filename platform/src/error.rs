@@ -122,6 +122,14 @@ impl PlatformError {
                 op: "switch to the requested user and group",
                 source,
             },
+            ChildStage::Capabilities => PlatformError::Spawn {
+                op: "set the requested capabilities",
+                source,
+            },
+            ChildStage::Gate => PlatformError::Spawn {
+                op: "wait for the start signal",
+                source,
+            },
         }
     }
 }

@@ -312,6 +312,22 @@ pub enum MountSpec {
         /// Where.
         dst: OsString,
     },
+    /// Bind `dst` onto itself (so it is a mount point of its own) and make that
+    /// read-only down to every mount below it; a `dst` that does not exist is skipped.
+    /// For paths below a file system the layout mounted (`/proc/sys`), whose existence
+    /// is judged on the host.
+    ReadOnlyPath {
+        /// Where.
+        dst: OsString,
+    },
+    /// `mount(NULL, dst, NULL, MS_REMOUNT | flags, NULL)`: changes the flags of the
+    /// mount at `dst` (with `MS_BIND` in `flags`, of that bind alone).
+    Remount {
+        /// Where.
+        dst: OsString,
+        /// `MS_*` flags.
+        flags: u64,
+    },
     /// A symbolic link at `dst` pointing to `target` (an existing one is kept).
     Symlink {
         /// What it points to.
@@ -502,6 +518,51 @@ pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
                         fallback: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
                     },
                     format!("make {} read-only", Path::new(&rel).display()),
+                );
+            }
+            MountSpec::ReadOnlyPath { dst } => {
+                let rel = relative(dst)?;
+                let exists = if mounted.covers(&rel) {
+                    Path::new(dst).exists()
+                } else {
+                    in_tree(&tree, dst)?.exists()
+                };
+                if exists {
+                    let at = root.join(&rel);
+                    let what = format!("make {} read-only", Path::new(dst).display());
+                    p.push(
+                        Step::Mount {
+                            src: Some(c(&at)?),
+                            dst: c(&at)?,
+                            fstype: None,
+                            flags: libc::MS_BIND | libc::MS_REC,
+                            data: None,
+                        },
+                        what.clone(),
+                    );
+                    p.push(
+                        Step::ReadOnly {
+                            dst: c(&at)?,
+                            fallback: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                        },
+                        what,
+                    );
+                }
+            }
+            MountSpec::Remount { dst, flags } => {
+                let rel = relative(dst)?;
+                if !mounted.covers(&rel) {
+                    in_tree(&tree, dst)?;
+                }
+                p.push(
+                    Step::Mount {
+                        src: None,
+                        dst: c(&root.join(&rel))?,
+                        fstype: None,
+                        flags: libc::MS_REMOUNT | flags,
+                        data: None,
+                    },
+                    format!("remount {}", Path::new(dst).display()),
                 );
             }
             MountSpec::Symlink { target, dst } => {

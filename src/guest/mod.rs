@@ -40,6 +40,10 @@ pub struct GuestBuilder {
     nofile_soft: Option<u64>,
     pid_ns: bool,
     root: Option<RootFs>,
+    groups: Vec<u32>,
+    capabilities: Option<platform::CapSets>,
+    start_gate: Option<std::os::fd::RawFd>,
+    join: Option<(std::os::fd::RawFd, PathBuf)>,
 }
 
 /// The description the platform runs, and where its program is (the root it runs in, the
@@ -111,6 +115,32 @@ impl GuestBuilder {
         self
     }
 
+    /// Supplementary groups (with a user).
+    pub fn groups(mut self, groups: Vec<u32>) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// The capabilities the guest keeps.
+    pub fn capabilities(mut self, caps: Option<platform::CapSets>) -> Self {
+        self.capabilities = caps;
+        self
+    }
+
+    /// A descriptor the guest waits on (one byte) before its exec.
+    pub fn start_gate(mut self, fd: Option<std::os::fd::RawFd>) -> Self {
+        self.start_gate = fd;
+        self
+    }
+
+    /// Runs the guest in the mount namespace open at `fd` (no root filesystem of its
+    /// own); `view` is that namespace's root as seen from here (`/proc/PID/root`), where
+    /// the program is looked up.
+    pub fn join_mount_ns(mut self, fd: std::os::fd::RawFd, view: PathBuf) -> Self {
+        self.join = Some((fd, view));
+        self
+    }
+
     /// The guest's PATH, if its environment has one.
     fn path(&self) -> Option<OsString> {
         self.env
@@ -155,8 +185,22 @@ impl GuestBuilder {
                 .as_ref()
                 .map(|(spec, _)| numeric_user(spec))
                 .transpose()?;
-            let resolved = platform::resolve_program(&program, guest_path.as_deref())?;
-            let target = (PathBuf::from("/"), PathBuf::from(&resolved));
+            let (resolved, target) =
+                match &self.join {
+                    None => {
+                        let r = platform::resolve_program(&program, guest_path.as_deref())?;
+                        let t = (PathBuf::from("/"), PathBuf::from(&r));
+                        (r, t)
+                    }
+                    Some((_, view)) => {
+                        let path = guest_path.clone().unwrap_or_else(|| DEFAULT_PATH.into());
+                        let found = platform::rootfs::find_in_tree(view, &program, &path)
+                            .ok_or_else(|| platform::PlatformError::NotFound {
+                                program: program.to_string_lossy().into_owned(),
+                            })?;
+                        (found.clone().into_os_string(), (view.clone(), found))
+                    }
+                };
             return Ok(Built {
                 command: GuestCommand {
                     program: resolved,
@@ -169,6 +213,10 @@ impl GuestBuilder {
                     root: None,
                     user,
                     user_ns: None,
+                    groups: self.groups,
+                    capabilities: self.capabilities,
+                    start_gate: self.start_gate,
+                    join_mount_ns: self.join.as_ref().map(|(fd, _)| *fd),
                 },
                 exec_target: Some(target),
             });
@@ -218,6 +266,10 @@ impl GuestBuilder {
                 }),
                 user,
                 user_ns,
+                groups: self.groups,
+                capabilities: self.capabilities,
+                start_gate: self.start_gate,
+                join_mount_ns: None,
             },
             exec_target: target,
         })

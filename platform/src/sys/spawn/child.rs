@@ -32,7 +32,7 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
         );
         // (As pid 1 of a new pid namespace, our parent is outside it and shows as 0.)
         let ppid = libc::getppid();
-        if ppid != ctx.parent && !(ctx.image.pid_ns && ppid == 0) {
+        if ppid != ctx.parent && !((ctx.image.pid_ns || ctx.image.joined_pid_ns) && ppid == 0) {
             libc::_exit(125);
         }
     }
@@ -57,9 +57,36 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
     // SAFETY: as above.
     unsafe {
         let mut dropped_privileges = false;
+        if let Some(fd) = ctx.image.join_mnt {
+            // setns of a mount namespace also moves our root and working directory.
+            if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
+                ctx.fail(ChildStage::Isolate, errno(), 125);
+            }
+            libc::close(fd);
+        }
+        if let Some(caps) = &ctx.image.caps {
+            // The bounding set first (it needs CAP_SETPCAP, which a switch of user
+            // clears from the effective set); keep the permitted set across that switch.
+            for cap in 0..64u64 {
+                if caps.bounding & (1 << cap) == 0
+                    && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0u64, 0u64, 0u64) != 0
+                    && errno() != libc::EINVAL
+                {
+                    ctx.fail(ChildStage::Capabilities, errno(), 125);
+                }
+            }
+            if libc::prctl(libc::PR_SET_KEEPCAPS, 1u64, 0u64, 0u64, 0u64) != 0 {
+                ctx.fail(ChildStage::Capabilities, errno(), 125);
+            }
+        }
         if let Some((uid, gid)) = ctx.image.user {
-            let groups = [gid];
-            if libc::setgroups(1, groups.as_ptr()) != 0
+            let one = [gid];
+            let groups: &[libc::gid_t] = if ctx.image.groups.is_empty() {
+                &one
+            } else {
+                &ctx.image.groups
+            };
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                 || libc::setresgid(gid, gid, gid) != 0
                 || libc::setresuid(uid, uid, uid) != 0
             {
@@ -110,6 +137,26 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
             libc::close(fd);
             libc::close(ctx.listen);
         }
+    }
+    if let Some(caps) = &ctx.image.caps {
+        set_capabilities(ctx, caps);
+    }
+    if let Some(fd) = ctx.image.gate {
+        let mut byte = 0u8;
+        let n = loop {
+            // SAFETY: read into one byte on the stack from a descriptor the front end
+            // handed us; close takes only the number.
+            let n = unsafe { libc::read(fd, (&raw mut byte).cast(), 1) };
+            if n >= 0 || errno() != libc::EINTR {
+                break n;
+            }
+        };
+        if n != 1 {
+            // End of file: the container was deleted before it was started.
+            ctx.fail(ChildStage::Gate, libc::ECANCELED, 125);
+        }
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
     }
     if !ctx.image.candidates.is_empty() {
         exec_candidates(ctx);
@@ -176,4 +223,61 @@ fn exec_candidates(ctx: &ChildCtx<'_>) -> ! {
         126
     };
     ctx.fail(ChildStage::Exec, first_error, code)
+}
+
+/// `struct __user_cap_header_struct` of linux/capability.h.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct` of linux/capability.h.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: two `CapData`, the low 32 capabilities first.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// The effective, permitted and inheritable sets, then the ambient one (after the user
+/// switch, whose KEEPCAPS kept the permitted set). Only async-signal-safe calls.
+fn set_capabilities(ctx: &ChildCtx<'_>, caps: &crate::CapSets) {
+    let half = |set: u64, high: bool| -> u32 {
+        let v = if high { set >> 32 } else { set & 0xffff_ffff };
+        u32::try_from(v).unwrap_or(0)
+    };
+    let data = [false, true].map(|high| CapData {
+        effective: half(caps.effective, high),
+        permitted: half(caps.permitted, high),
+        inheritable: half(caps.inheritable, high),
+    });
+    let header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset reads one header and two data structs laid out as the kernel's
+    // (repr(C), version 3); prctl takes only numbers.
+    unsafe {
+        if libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) != 0 {
+            ctx.fail(ChildStage::Capabilities, errno(), 125);
+        }
+        for cap in 0..64u64 {
+            if caps.ambient & (1 << cap) != 0
+                && libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as u64,
+                    cap,
+                    0u64,
+                    0u64,
+                ) != 0
+            {
+                ctx.fail(ChildStage::Capabilities, errno(), 125);
+            }
+        }
+    }
 }

@@ -44,6 +44,17 @@ pub struct ChildImage {
     /// The allow-list the pid namespace's init puts itself under once the guest runs
     /// (`filter::allow::init_lockdown`).
     pub(super) init_filter: Vec<Insn>,
+    /// Its supplementary groups (with `user`; empty: the group alone).
+    pub(super) groups: Vec<libc::gid_t>,
+    /// The capabilities it keeps.
+    pub(super) caps: Option<crate::CapSets>,
+    /// The descriptor it waits on before its exec.
+    pub(super) gate: Option<i32>,
+    /// A mount namespace it joins first.
+    pub(super) join_mnt: Option<i32>,
+    /// The parent's children start in a pid namespace it joined (`setns`): the child
+    /// then sees its parent as pid 0.
+    pub(super) joined_pid_ns: bool,
 }
 
 /// Directories that may briefly hold a private tmpfs while synthetic files are made
@@ -133,6 +144,12 @@ impl ChildImage {
             },
             user: cmd.user,
             init_filter: crate::filter::allow::init_lockdown(),
+            groups: cmd.groups.clone(),
+            caps: cmd.capabilities,
+            gate: cmd.start_gate,
+            join_mnt: cmd.join_mount_ns,
+            joined_pid_ns: std::fs::read_link("/proc/self/ns/pid_for_children").ok()
+                != std::fs::read_link("/proc/self/ns/pid").ok(),
         })
     }
 

@@ -27,6 +27,10 @@ pub enum ChildStage {
     Rootfs(u16),
     /// Switching to the requested user and group.
     User,
+    /// Setting the requested capabilities.
+    Capabilities,
+    /// Waiting on the start gate.
+    Gate,
 }
 
 /// Why the child did not reach the guest program.
@@ -76,6 +80,8 @@ impl ChildStage {
             ChildStage::Isolate => 5,
             ChildStage::Rootfs(_) => 6,
             ChildStage::User => 7,
+            ChildStage::Capabilities => 8,
+            ChildStage::Gate => 9,
         }
     }
 
@@ -95,6 +101,8 @@ impl ChildStage {
             Self::Isolate,
             Self::Rootfs(detail),
             Self::User,
+            Self::Capabilities,
+            Self::Gate,
         ]
         .into_iter()
         .find(|s| s.code() == c)

@@ -1,0 +1,158 @@
+//! `exec`: a further process in a running container, under the container's persona.
+//! compatrun joins the container's namespaces (cgroup, ipc, uts, network, pid, mount)
+//! and cgroup, then runs the process on the ptrace platform (which needs no pid
+//! namespace of its own). With `--detach` a helper does that, and its pid is the one
+//! written to `--pid-file` for the engine to wait on.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use nix::sched::CloneFlags;
+
+use super::cli::OciCli;
+use super::state::{Dir, Status};
+use crate::guest::GuestBuilder;
+
+/// What to run.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The container id.
+    pub id: &'a str,
+    /// A process.json, as config.json's `process`.
+    pub process: Option<&'a Path>,
+    /// The working directory (without a process.json).
+    pub cwd: Option<&'a str>,
+    /// Environment variables (without a process.json).
+    pub env: &'a [String],
+    /// The program and arguments (without a process.json).
+    pub command: &'a [String],
+}
+
+/// Runs the request; returns its exit status (0 when detached).
+pub fn exec(
+    g: &OciCli,
+    req: &Request<'_>,
+    detach: bool,
+    pid_file: Option<&Path>,
+) -> anyhow::Result<u8> {
+    let r = Dir::open(&g.root, req.id)?.load()?;
+    if r.status() != Status::Running {
+        bail!("container {} is not running", req.id);
+    }
+    if detach {
+        let mut cmd = Command::new(std::env::current_exe().context("compatrun's own path")?);
+        cmd.args(super::lifecycle::global_args(g)).arg("exec");
+        if let Some(p) = req.process {
+            cmd.arg("--process").arg(p);
+        }
+        if let Some(c) = req.cwd {
+            cmd.arg("--cwd").arg(c);
+        }
+        for e in req.env {
+            cmd.arg("--env").arg(e);
+        }
+        cmd.arg(req.id).args(req.command);
+        let child = cmd.spawn().context("start the exec helper")?;
+        if let Some(p) = pid_file {
+            std::fs::write(p, child.id().to_string())
+                .with_context(|| format!("--pid-file {}", p.display()))?;
+        }
+        return Ok(0);
+    }
+    let process: oci_spec::runtime::Process = match req.process {
+        Some(p) => {
+            let f = std::fs::File::open(p).with_context(|| format!("--process {}", p.display()))?;
+            serde_json::from_reader(f).with_context(|| format!("--process {}", p.display()))?
+        }
+        None => {
+            if req.command.is_empty() {
+                bail!("exec: no command and no --process");
+            }
+            let mut p = oci_spec::runtime::Process::default();
+            p.set_args(Some(req.command.to_vec()));
+            p.set_env(Some(req.env.to_vec()));
+            p.set_cwd(req.cwd.unwrap_or("/").into());
+            p.set_capabilities(None);
+            p.set_rlimits(None);
+            p.set_no_new_privileges(None);
+            p
+        }
+    };
+    if process.terminal() == Some(true) {
+        bail!("process.terminal is not supported by compatrun yet");
+    }
+    let argv = process.args().clone().unwrap_or_default();
+    if argv.is_empty() {
+        bail!("process.args is empty");
+    }
+    // Into the container: its cgroup first, then its namespaces but the mount one, which
+    // only the process joins (the supervisor keeps the host's /proc to follow it).
+    if let Some(path) = &r.cgroup {
+        super::cgroups::join(path)?;
+    }
+    for (name, flag) in [
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+    ] {
+        let theirs = format!("/proc/{}/ns/{name}", r.pid);
+        let ours = format!("/proc/self/ns/{name}");
+        if std::fs::read_link(&theirs).ok() == std::fs::read_link(&ours).ok() {
+            continue;
+        }
+        let f = std::fs::File::open(&theirs).with_context(|| theirs.clone())?;
+        nix::sched::setns(f, flag)
+            .with_context(|| format!("join the container's {name} namespace"))?;
+    }
+    let rlimits = serde_json::to_value(process.rlimits())?;
+    for rl in rlimits.as_array().into_iter().flatten() {
+        super::supervisor::set_rlimit(
+            rl["type"].as_str().unwrap_or(""),
+            rl["soft"].as_u64().unwrap_or(0),
+            rl["hard"].as_u64().unwrap_or(0),
+        )?;
+    }
+    if process.no_new_privileges() == Some(true) {
+        nix::sys::prctl::set_no_new_privs().context("process.noNewPrivileges")?;
+    }
+    let mnt = std::fs::File::open(format!("/proc/{}/ns/mnt", r.pid))
+        .context("the container's mount namespace")?;
+    let (mut sentry, nofile) = super::supervisor::sentry_for(&r.persona)?;
+    let user = process.user();
+    let caps = super::config::capabilities(&process)?;
+    let env: Vec<(String, String)> = process
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect();
+    let built = GuestBuilder::new(argv.iter().map(Into::into).collect())
+        .envs(env)
+        .workdir(Some(process.cwd().clone().into_os_string()))
+        .user(
+            Some(&format!("{}:{}", user.uid(), user.gid())),
+            "process.user",
+        )
+        .groups(user.additional_gids().clone().unwrap_or_default())
+        .capabilities(caps)
+        .nofile_soft(nofile)
+        .pid_ns(false)
+        .join_mount_ns(
+            mnt.as_raw_fd(),
+            PathBuf::from(format!("/proc/{}/root", r.pid)),
+        )
+        .build(&mut sentry)?;
+    // The ptrace platform: the seccomp one needs a pid namespace of its own.
+    let platform = platform::Platform::Ptrace;
+    let spec = sentry.intercept_spec().clone();
+    let status = platform.run(&built.command, &spec, &mut sentry)?;
+    Ok(u8::try_from(status.code() & 0xff).unwrap_or(125))
+}

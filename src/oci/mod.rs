@@ -1,0 +1,204 @@
+//! compatrun as an OCI runtime: the command set container engines call (`create`,
+//! `start`, `state`, `kill`, `delete`, `run`, `exec`, `ps`, `list`, `spec`, `features`)
+//! with runc's global flags, as `compatrun oci ...` or through a link named
+//! `compatrun-runc` (engines call it like runc, global flags first). A bundle's
+//! config.json becomes the same guest description the command line makes
+//! ([`crate::guest::GuestBuilder`]); each container gets its own supervisor process
+//! ([`supervisor`]) under the persona its `run.compatrun.persona` annotation names.
+
+mod cgroups;
+mod cli;
+mod config;
+mod exec;
+mod lifecycle;
+mod mounts;
+mod state;
+mod supervisor;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{LogFormat, OciCli, OciCommand};
+
+/// Whether compatrun was started as a runtime (`compatrun oci ...`, or through a link
+/// whose name ends in `-runc`); then the arguments as the runtime parser wants them.
+pub fn runtime_args(args: &[OsString]) -> Option<Vec<OsString>> {
+    let name = args
+        .first()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name.ends_with("-runc") || name.ends_with("-oci") {
+        return Some(args.to_vec());
+    }
+    if args.get(1).is_some_and(|a| a == "oci") {
+        let mut v = vec![args[0].clone()];
+        v.extend(args[2..].iter().cloned());
+        return Some(v);
+    }
+    None
+}
+
+/// The exit status for an error: the platform's 126/127 where they apply, else 125.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<platform::PlatformError>() {
+        Some(platform::PlatformError::NotFound { .. }) => 127,
+        Some(platform::PlatformError::CannotExecute { .. }) => 126,
+        _ => 125,
+    }
+}
+
+fn init_logging(g: &OciCli) {
+    let level = if g.debug {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Warn
+    };
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level);
+    let json = g.log_format == LogFormat::Json;
+    b.format(move |buf, record| {
+        let level = record.level().as_str().to_lowercase();
+        if json {
+            let line = serde_json::json!({
+                "level": level,
+                "msg": record.args().to_string(),
+                "time": state::now_rfc3339(),
+            });
+            writeln!(buf, "{line}")
+        } else {
+            writeln!(buf, "compatrun: {level}: {}", record.args())
+        }
+    });
+    if let Some(path) = &g.log {
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            b.target(env_logger::Target::Pipe(Box::new(f)));
+        }
+    }
+    let _ = b.try_init();
+}
+
+/// Runs one runtime command; the exit status is 0, the container's (run, exec), or
+/// non-zero with the error in the log (and on stderr).
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let g = match OciCli::try_parse_from(args) {
+        Ok(g) => g,
+        Err(e) => {
+            let code = if e.use_stderr() { 125 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(&g);
+    match dispatch(&g) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            log::error!("{e:#}");
+            if g.log.is_some() {
+                eprintln!("compatrun: {e:#}");
+            }
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn dispatch(g: &OciCli) -> anyhow::Result<u8> {
+    match &g.command {
+        OciCommand::Create {
+            id,
+            bundle,
+            pid_file,
+            console_socket,
+            ..
+        } => {
+            lifecycle::create(
+                g,
+                id,
+                bundle,
+                pid_file.as_deref(),
+                console_socket.as_deref(),
+            )?;
+        }
+        OciCommand::Start { id } => lifecycle::start(g, id)?,
+        OciCommand::Run {
+            id,
+            bundle,
+            pid_file,
+            console_socket,
+            detach,
+            ..
+        } => {
+            let mut child = lifecycle::create(
+                g,
+                id,
+                bundle,
+                pid_file.as_deref(),
+                console_socket.as_deref(),
+            )?;
+            lifecycle::start(g, id)?;
+            if !detach {
+                let status = child.wait()?;
+                let _ = lifecycle::delete(g, id, true);
+                use std::os::unix::process::ExitStatusExt;
+                let code = status
+                    .code()
+                    .or_else(|| status.signal().map(|s| 128 + s))
+                    .unwrap_or(125);
+                return Ok(u8::try_from(code & 0xff).unwrap_or(125));
+            }
+        }
+        OciCommand::State { id } => lifecycle::state_cmd(g, id)?,
+        OciCommand::Kill { id, signal, all } => lifecycle::kill_cmd(g, id, signal, *all)?,
+        OciCommand::Delete { id, force } => lifecycle::delete(g, id, *force)?,
+        OciCommand::Exec {
+            id,
+            process,
+            detach,
+            pid_file,
+            console_socket,
+            tty,
+            cwd,
+            env,
+            command,
+        } => {
+            if *tty || console_socket.is_some() {
+                anyhow::bail!("exec -t (a terminal) is not supported by compatrun yet");
+            }
+            let req = exec::Request {
+                id,
+                process: process.as_deref(),
+                cwd: cwd.as_deref(),
+                env,
+                command,
+            };
+            return exec::exec(g, &req, *detach, pid_file.as_deref());
+        }
+        OciCommand::Ps { id, format } => lifecycle::ps(g, id, format)?,
+        OciCommand::List { format, quiet } => lifecycle::list(g, format, *quiet)?,
+        OciCommand::Spec { bundle } => lifecycle::spec_cmd(bundle)?,
+        OciCommand::Features => lifecycle::features()?,
+        OciCommand::Supervise {
+            id,
+            bundle,
+            fifo,
+            sync,
+        } => {
+            return Ok(supervisor::supervise(
+                id,
+                bundle,
+                fifo,
+                sync,
+                &g.kernel_persona,
+                &g.platform,
+            ))
+        }
+    }
+    Ok(0)
+}

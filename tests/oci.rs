@@ -1,0 +1,350 @@
+//! compatrun as an OCI runtime: the lifecycle driven directly (create leaves the
+//! program waiting, start releases it, state, kill, delete refused while running,
+//! nothing left after delete), and real podman (installed by scripts/test-deps.sh)
+//! running images imported from trees, under a persona picked by annotation. Each
+//! container runs on the suite's platform (the `run.compatrun.platform` annotation).
+//! Skips visibly when not root or when podman is missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{busybox_tree, compatrun_bin, have, is_root, platform, run_cmd, skip, Outcome};
+
+const RHEL6: &str = "2.6.32-754.el6.x86_64";
+
+/// A link named `compatrun-runc` to the binary: how engines call compatrun (runc's
+/// command line, global flags first).
+fn runtime_link() -> PathBuf {
+    let dir = common::scratch_dir().join("oci-runtime");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let link = dir.join("compatrun-runc");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(compatrun_bin(), &link).expect("symlink");
+    link
+}
+
+fn oci(root: &Path, args: &[&str]) -> Outcome {
+    let mut cmd = Command::new(compatrun_bin());
+    cmd.arg("oci").arg("--root").arg(root).args(args);
+    run_cmd(cmd, None)
+}
+
+/// A bundle with the busybox tree and `compatrun oci spec`'s config, running `args`.
+fn bundle(dir: &Path, args: &[&str], persona: &str) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("mkdir");
+    busybox_tree(&dir.join("rootfs")).expect("busybox tree");
+    let out = oci(dir, &["spec", "--bundle", dir.to_str().expect("utf8")]);
+    assert_eq!(out.status, 0, "spec: {}", out.err());
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+    config["process"]["args"] = serde_json::json!(args);
+    config["process"]["terminal"] = false.into();
+    config["root"]["readonly"] = false.into();
+    config["annotations"] = serde_json::json!({
+        "run.compatrun.persona": persona,
+        "run.compatrun.platform": platform(),
+    });
+    std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write");
+    dir.to_path_buf()
+}
+
+fn state(root: &Path, id: &str) -> serde_json::Value {
+    let out = oci(root, &["state", id]);
+    assert_eq!(out.status, 0, "state: {}", out.err());
+    serde_json::from_str(&out.out()).expect("state is JSON")
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn create_waits_start_releases_and_delete_leaves_nothing() {
+    let test = "create_waits_start_releases_and_delete_leaves_nothing";
+    if !is_root() {
+        return skip(
+            test,
+            "an OCI runtime needs root (namespaces, cgroups, mounts)",
+        );
+    }
+    let base = common::scratch_dir().join(format!("oci-life-{}", platform()));
+    let root = base.join("state");
+    let id = format!("life-{}", platform());
+    let b = bundle(
+        &base.join("bundle"),
+        &[
+            "sh",
+            "-c",
+            "uname -r > /tmp/ran; cat /proc/sys/kernel/osrelease >> /tmp/ran; exec sleep 1000",
+        ],
+        "rhel6",
+    );
+    let pid_file = base.join("pid");
+    // The container's output goes where create's did: to a file here, as an engine's
+    // log, so that nothing waits on a pipe the container holds.
+    let log = base.join("container.log");
+    let status = Command::new(compatrun_bin())
+        .arg("oci")
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "create",
+            "--bundle",
+            b.to_str().expect("utf8"),
+            "--pid-file",
+        ])
+        .arg(&pid_file)
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(std::fs::File::create(base.join("create.err")).expect("log"))
+        .status()
+        .expect("run create");
+    assert!(
+        status.success(),
+        "create: {}",
+        std::fs::read_to_string(base.join("create.err")).unwrap_or_default()
+    );
+    let st = state(&root, &id);
+    assert_eq!(st["status"], "created", "{st}");
+    assert_eq!(st["annotations"]["run.compatrun.persona"], "rhel6", "{st}");
+    assert_eq!(
+        st["annotations"]["run.compatrun.platform"],
+        platform(),
+        "{st}"
+    );
+    let pid = st["pid"].as_i64().expect("pid");
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the container's process exists"
+    );
+    // The program has not run: the tree's /tmp has nothing yet.
+    let ran = b.join("rootfs/tmp/ran");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!ran.exists(), "the program ran before start");
+    let supervisor: i32 = std::fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    let out = oci(&root, &["start", &id]);
+    assert_eq!(out.status, 0, "start: {}", out.err());
+    wait_for("the program's output", || {
+        std::fs::read_to_string(&ran).is_ok_and(|s| s.lines().count() == 2)
+    });
+    assert_eq!(
+        std::fs::read_to_string(&ran).expect("ran"),
+        format!("{RHEL6}\n{RHEL6}\n")
+    );
+    assert_eq!(state(&root, &id)["status"], "running");
+    // The first process is the program now (its pid did not change at exec).
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&cmdline).starts_with("sleep"),
+        "{cmdline:?}"
+    );
+    let out = oci(&root, &["delete", &id]);
+    assert_ne!(
+        out.status, 0,
+        "delete of a running container must be refused"
+    );
+    assert!(out.err().contains("not stopped: running"), "{}", out.err());
+    let out = oci(&root, &["kill", &id, "TERM"]);
+    assert_eq!(out.status, 0, "kill: {}", out.err());
+    wait_for("the container to stop", || {
+        state(&root, &id)["status"] == "stopped"
+    });
+    let out = oci(&root, &["delete", &id]);
+    assert_eq!(out.status, 0, "delete: {}", out.err());
+    assert!(!root.join(&id).exists(), "state left after delete");
+    assert!(
+        !Path::new(&format!("/proc/{supervisor}")).exists() || {
+            let s = std::fs::read_to_string(format!("/proc/{supervisor}/stat")).unwrap_or_default();
+            s.contains(") Z ")
+        },
+        "the supervisor outlived delete"
+    );
+    assert!(
+        !Path::new(&format!("/sys/fs/cgroup/pids/compatrun/{id}")).exists(),
+        "cgroup left"
+    );
+    let out = oci(&root, &["state", &id]);
+    assert_ne!(out.status, 0, "state of a deleted container");
+    // A field compatrun cannot honour is an error naming it.
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).expect("config"))
+            .expect("json");
+    config["linux"]["uidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+    std::fs::write(
+        b.join("config.json"),
+        serde_json::to_vec(&config).expect("json"),
+    )
+    .expect("write");
+    let out = oci(
+        &root,
+        &["create", "--bundle", b.to_str().expect("utf8"), "bad"],
+    );
+    assert_ne!(out.status, 0);
+    assert!(out.err().contains("linux.uidMappings"), "{}", out.err());
+    assert!(
+        !root.join("bad").exists(),
+        "a failed create leaves its state"
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// podman with compatrun as its runtime, set up as a fresh machine has it.
+struct Podman {
+    runtime: PathBuf,
+}
+
+impl Podman {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("podman");
+        c.arg("--runtime").arg(&self.runtime).args(args);
+        c
+    }
+
+    /// `podman run` with what this machine kind needs (the rlimits podman asks for
+    /// are refused here) and the suite's platform.
+    fn run(&self, extra: &[&str], image: &str, argv: &[&str]) -> Outcome {
+        let ann = format!("run.compatrun.platform={}", platform());
+        let mut args = vec![
+            "run",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--annotation",
+            &ann,
+        ];
+        args.extend_from_slice(extra);
+        args.push(image);
+        args.extend_from_slice(argv);
+        run_cmd(self.cmd(&args), None)
+    }
+}
+
+fn import(tree: &Path, name: &str) -> Result<(), String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C '{}' -c . | podman import - {name}",
+            tree.display()
+        ))
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(())
+}
+
+#[test]
+fn podman_runs_imported_trees_under_a_persona() {
+    let test = "podman_runs_imported_trees_under_a_persona";
+    if !is_root() {
+        return skip(test, "podman's rootful mode needs root");
+    }
+    if !have("podman") {
+        return skip(
+            test,
+            "podman is not installed (scripts/test-deps.sh installs it)",
+        );
+    }
+    let p = Podman {
+        runtime: runtime_link(),
+    };
+    let tree = common::scratch_dir().join("oci-podman-tree");
+    busybox_tree(&tree).expect("busybox tree");
+    let image = format!("localhost/compatrun-busybox-{}:test", platform());
+    import(&tree, &image).expect("podman import");
+    // The host's kernel without a persona; the exit status reaches podman.
+    let out = p.run(&["--rm"], &image, &["sh", "-c", "uname -r; exit 3"]);
+    assert_eq!(out.status, 3, "{}", out.err());
+    let native = common::native(&["uname", "-r"]);
+    assert_eq!(out.out(), native.out());
+    // The persona by annotation: uname and /proc agree.
+    let out = p.run(
+        &["--rm", "--annotation", "run.compatrun.persona=rhel6"],
+        &image,
+        &["sh", "-c", "uname -r; cat /proc/sys/kernel/osrelease"],
+    );
+    assert_eq!(out.status, 0, "{}", out.err());
+    assert_eq!(out.out(), format!("{RHEL6}\n{RHEL6}\n"));
+    // Detached, then exec (under the same persona), stop and rm.
+    let name = format!("compatrun-test-{}", platform());
+    let _ = run_cmd(p.cmd(&["rm", "-f", &name]), None);
+    let out = p.run(
+        &[
+            "-d",
+            "--name",
+            &name,
+            "--annotation",
+            "run.compatrun.persona=rhel6",
+        ],
+        &image,
+        &["sleep", "1000"],
+    );
+    assert_eq!(out.status, 0, "run -d: {}", out.err());
+    let id = out.out().trim().to_owned();
+    let st = run_cmd(
+        {
+            let mut c = Command::new(compatrun_bin());
+            c.args(["oci", "state", &id]);
+            c
+        },
+        None,
+    );
+    assert_eq!(st.status, 0, "state: {}", st.err());
+    let st: serde_json::Value = serde_json::from_str(&st.out()).expect("json");
+    assert_eq!(st["status"], "running");
+    assert_eq!(st["annotations"]["run.compatrun.persona"], "rhel6");
+    let out = run_cmd(
+        p.cmd(&["exec", &name, "sh", "-c", "uname -r; exit 4"]),
+        None,
+    );
+    assert_eq!(out.status, 4, "exec: {}", out.err());
+    assert_eq!(out.out(), format!("{RHEL6}\n"));
+    let out = run_cmd(p.cmd(&["stop", "-t", "5", &name]), None);
+    assert_eq!(out.status, 0, "stop: {}", out.err());
+    let out = run_cmd(p.cmd(&["rm", &name]), None);
+    assert_eq!(out.status, 0, "rm: {}", out.err());
+    assert!(
+        !Path::new("/run/compatrun-oci").join(&id).exists(),
+        "state left after rm"
+    );
+    // A real old user space (the wheezy tree the test command unpacks).
+    match std::env::var_os("COMPATRUN_OLD_ROOTFS") {
+        None => skip(
+            test,
+            "COMPATRUN_OLD_ROOTFS is not set: the old-tree part is skipped",
+        ),
+        Some(old) => {
+            let old_image = "localhost/compatrun-old-tree:test";
+            import(Path::new(&old), old_image).expect("import the old tree");
+            let out = p.run(
+                &["--rm", "--annotation", "run.compatrun.persona=rhel6"],
+                old_image,
+                &["/bin/sh", "-c", "uname -r; cat /proc/sys/kernel/osrelease"],
+            );
+            assert_eq!(out.status, 0, "{}", out.err());
+            assert_eq!(out.out(), format!("{RHEL6}\n{RHEL6}\n"));
+        }
+    }
+}
