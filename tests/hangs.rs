@@ -13,7 +13,7 @@ mod common;
 
 use std::process::Command;
 
-use common::live::{wait_for, Live, WAIT};
+use common::live::{proc_state, wait_for, Live, WAIT};
 use common::{assert_none_left, fixture, pgrep, skip, under_cmd, unique_marker};
 
 fn hangs() -> String {
@@ -46,7 +46,7 @@ fn a_guest_that_stops_itself_is_continued_or_ended_through_compatrun() {
         wait_for("the guest to stop", || {
             common::pgrep(&format!("{bin} stopself"))
                 .iter()
-                .any(|(p, _)| state(*p) == Some('T') || state(*p) == Some('t'))
+                .any(|(p, _)| proc_state(*p) == Some('T') || proc_state(*p) == Some('t'))
         });
         if term {
             common::live::signal(pid, libc::SIGTERM);
@@ -62,11 +62,6 @@ fn a_guest_that_stops_itself_is_continued_or_ended_through_compatrun() {
         assert_eq!((gs, &gl), (ns, &nl), "SIGTERM first: {term}; stderr: {err}");
         assert_eq!(ns, if term { 143 } else { 3 });
     }
-}
-
-fn state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.chars().next()
 }
 
 /// The guest stops its child and exits, leaving the child stopped. compatrun waits for

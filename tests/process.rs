@@ -7,17 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::live::{proc_state, signal, Live, WAIT};
 use common::{assert_none_left, compare, fixture, native, run_cmd, skip, under, under_cmd};
-
-/// Generous bound for anything awaited (a guard against hangs, never a measurement).
-const WAIT: Duration = Duration::from_secs(60);
 
 fn path_str(p: &std::path::Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -52,159 +48,6 @@ impl Drop for MarkedSleep {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.link);
     }
-}
-
-/// A process whose stdout is read line by line while it runs. It is started in a new
-/// session, without a controlling terminal, so compatrun never takes part in a
-/// terminal's job control here (whatever terminal `cargo test` runs in). Dropping it
-/// kills it (SIGKILL; compatrun's guests die with it).
-struct Live {
-    child: Option<Child>,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    stderr: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Live {
-    fn spawn(mut cmd: Command) -> Self {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: setsid(2) is async-signal-safe and touches no memory of ours.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        let out = child.stdout.take().expect("stdout");
-        let mut err = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut err, &mut s);
-            s
-        });
-        Live {
-            child: Some(child),
-            lines,
-            seen: Vec::new(),
-            stderr: Some(stderr),
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        i32::try_from(self.child.as_ref().expect("running").id()).expect("pid fits")
-    }
-
-    /// Waits for the next line, which must be `want`.
-    fn expect_line(&mut self, want: &str) {
-        match self.lines.recv_timeout(WAIT) {
-            Ok(line) => {
-                self.seen.push(line.clone());
-                assert_eq!(line, want, "output so far: {:?}", self.seen);
-            }
-            Err(e) => panic!(
-                "waiting for {want:?}: {e:?}; output so far: {:?}",
-                self.seen
-            ),
-        }
-    }
-
-    /// The pid of the direct child of this process (compatrun's guest), once it exists.
-    fn child_pid(&self) -> i32 {
-        let pid = self.pid();
-        let start = Instant::now();
-        loop {
-            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-                .unwrap_or_default();
-            if let Some(c) = children.split_whitespace().next() {
-                return c.parse().expect("pid");
-            }
-            assert!(start.elapsed() < WAIT, "process {pid} has no child");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn signal(&self, pid: i32, sig: i32) {
-        // SAFETY: kill(2) on a pid of a process this test started and has not reaped.
-        let r = unsafe { libc::kill(pid, sig) };
-        assert_eq!(
-            r,
-            0,
-            "kill({pid}, {sig}): {}",
-            std::io::Error::last_os_error()
-        );
-    }
-
-    /// Waits for the process to end; returns its status (128+N for signal N) and every
-    /// stdout line it wrote.
-    fn finish(self) -> (i32, Vec<String>, String) {
-        self.finish_within(WAIT)
-    }
-
-    /// [`Live::finish`], giving up (killing it, failing) after `limit`.
-    fn finish_within(mut self, limit: Duration) -> (i32, Vec<String>, String) {
-        let mut child = self.child.take().expect("running");
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "did not finish within {limit:?}; output so far: {:?}",
-                    self.seen
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        loop {
-            match self.lines.recv_timeout(WAIT) {
-                Ok(l) => self.seen.push(l),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => panic!("stdout stays open: {:?}", self.seen),
-            }
-        }
-        use std::os::unix::process::ExitStatusExt;
-        let code = status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default();
-        (code, std::mem::take(&mut self.seen), stderr)
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The state letter of /proc/PID/stat (R, S, T, t, Z, ...).
-fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.chars().next()
 }
 
 fn wait_state(pid: i32, states: &str) {
@@ -389,9 +232,9 @@ fn stop_and_continue_the_guest_from_outside() {
     let mut live = Live::spawn(under_cmd("2.6", &[path_str(&bin), "40"]));
     live.expect_line("tick 1");
     let guest = live.child_pid();
-    live.signal(guest, libc::SIGSTOP);
+    signal(guest, libc::SIGSTOP);
     wait_state(guest, "Tt");
-    live.signal(guest, libc::SIGCONT);
+    signal(guest, libc::SIGCONT);
     wait_not_stopped(guest);
     let (status, lines, err) = live.finish();
     assert_eq!((status, lines), (0, ticks(40)), "stderr: {err}");
@@ -405,9 +248,9 @@ fn stop_and_continue_compatrun_from_outside() {
     let mut live = Live::spawn(under_cmd("2.6", &[path_str(&bin), "40"]));
     live.expect_line("tick 1");
     let supervisor = live.pid();
-    live.signal(supervisor, libc::SIGSTOP);
+    signal(supervisor, libc::SIGSTOP);
     wait_state(supervisor, "T");
-    live.signal(supervisor, libc::SIGCONT);
+    signal(supervisor, libc::SIGCONT);
     wait_not_stopped(supervisor);
     let (status, lines, err) = live.finish();
     assert_eq!((status, lines), (0, ticks(40)), "stderr: {err}");
@@ -426,7 +269,7 @@ fn signals_sent_to_compatrun_reach_the_guests_handlers() {
             (libc::SIGTERM, "SIGTERM"),
             (libc::SIGHUP, "SIGHUP"),
         ] {
-            live.signal(live.pid(), sig);
+            signal(live.pid(), sig);
             live.expect_line(&format!("got {name}"));
         }
         let (status, lines, err) = live.finish();
@@ -446,7 +289,7 @@ fn blocked_and_ignored_signals_behave_as_natively() {
         live.expect_line("ready");
         let target = live.pid();
         for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGUSR1, libc::SIGTERM] {
-            live.signal(target, sig);
+            signal(target, sig);
         }
         live.finish()
     };
@@ -555,7 +398,7 @@ fn killing_compatrun_kills_the_guest() {
         assert!(start.elapsed() < WAIT, "the sleeps never started");
         std::thread::sleep(Duration::from_millis(5));
     }
-    live.signal(live.pid(), libc::SIGKILL);
+    signal(live.pid(), libc::SIGKILL);
     let (status, _, _) = live.finish();
     assert_eq!(status, 137);
     assert_none_left(&marker);
@@ -623,13 +466,10 @@ fn sigterm_to_compatrun_acts_after_the_first_process_exited() {
         &["--pid-ns", "off", "--platform", "auto"], // ptrace: no pid namespace
         &["sh", "-c", script, "sh", sleep.path()],
     );
-    let live = Live::spawn(cmd);
+    let mut live = Live::spawn(cmd);
     // The first process says who it is (by the time we look, compatrun's only child may
     // already be the orphan).
-    let line = live
-        .lines
-        .recv_timeout(WAIT)
-        .expect("the first process speaks");
+    let line = live.next_line();
     let root: i32 = line
         .strip_prefix("started ")
         .and_then(|p| p.parse().ok())
@@ -642,7 +482,7 @@ fn sigterm_to_compatrun_acts_after_the_first_process_exited() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(common::pgrep(&format!("{} 300", sleep.path())).len(), 1);
-    live.signal(live.pid(), libc::SIGTERM);
+    signal(live.pid(), libc::SIGTERM);
     // Generous: acting on a signal takes milliseconds; the orphan sleeps 300 s.
     let (status, _, err) = live.finish_within(Duration::from_secs(20));
     assert_eq!(status, 128 + libc::SIGTERM, "{err}");

@@ -82,6 +82,19 @@ impl Live {
         }
     }
 
+    /// The pid of the process's first child (compatrun's guest), once it exists.
+    pub fn child_pid(&self) -> i32 {
+        let pid = self.pid();
+        let mut found = None;
+        wait_for(&format!("process {pid} to have a child"), || {
+            found = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .ok()
+                .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()));
+            found.is_some()
+        });
+        found.expect("a child")
+    }
+
     /// Waits for the next stdout line and returns it.
     pub fn next_line(&mut self) -> String {
         match self.lines.recv_timeout(WAIT) {
@@ -177,4 +190,10 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The state letter of /proc/PID/stat (R, S, T, t, Z, ...), or None once it is gone.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
 }
