@@ -225,47 +225,14 @@ fn exec_candidates(ctx: &ChildCtx<'_>) -> ! {
     ctx.fail(ChildStage::Exec, first_error, code)
 }
 
-/// `struct __user_cap_header_struct` of linux/capability.h.
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-/// `struct __user_cap_data_struct` of linux/capability.h.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// `_LINUX_CAPABILITY_VERSION_3`: two `CapData`, the low 32 capabilities first.
-const CAP_VERSION_3: u32 = 0x2008_0522;
-
 /// The effective, permitted and inheritable sets, then the ambient one (after the user
 /// switch, whose KEEPCAPS kept the permitted set). Only async-signal-safe calls.
 fn set_capabilities(ctx: &ChildCtx<'_>, caps: &crate::CapSets) {
-    let half = |set: u64, high: bool| -> u32 {
-        let v = if high { set >> 32 } else { set & 0xffff_ffff };
-        u32::try_from(v).unwrap_or(0)
-    };
-    let data = [false, true].map(|high| CapData {
-        effective: half(caps.effective, high),
-        permitted: half(caps.permitted, high),
-        inheritable: half(caps.inheritable, high),
-    });
-    let header = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    // SAFETY: capset reads one header and two data structs laid out as the kernel's
-    // (repr(C), version 3); prctl takes only numbers.
+    if let Err(e) = super::caps::set(caps.effective, caps.permitted, caps.inheritable) {
+        ctx.fail(ChildStage::Capabilities, e, 125);
+    }
+    // SAFETY: prctl takes only numbers.
     unsafe {
-        if libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) != 0 {
-            ctx.fail(ChildStage::Capabilities, errno(), 125);
-        }
         for cap in 0..64u64 {
             if caps.ambient & (1 << cap) != 0
                 && libc::prctl(

@@ -8,50 +8,12 @@
 
 /// `CAP_KILL` from linux/capability.h.
 const CAP_KILL: u32 = 5;
-/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
-const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
-/// `struct __user_cap_header_struct`.
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-/// `struct __user_cap_data_struct`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
 /// Keeps only CAP_KILL, sets no_new_privs (the init never execs; a filter needs it
 /// without CAP_SYS_ADMIN) and installs `prog` on the calling thread (the init is
 /// single-threaded). Returns the errno of the step that failed.
 pub(super) fn lock_down(prog: &libc::sock_fprog) -> Result<(), i32> {
-    let header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let kill_only = CapData {
-        effective: 1 << CAP_KILL,
-        permitted: 1 << CAP_KILL,
-        inheritable: 0,
-    };
-    let none = CapData {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    };
-    let data = [kill_only, none];
     let last = || super::wire::errno();
-    // SAFETY: capset reads one header and two data structs (version 3), both live
-    // locals of the C layout the kernel expects; the kernel only lowers our own sets.
-    if unsafe { libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) } != 0 {
-        return Err(last());
-    }
+    super::caps::set(1 << CAP_KILL, 1 << CAP_KILL, 0)?;
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1u64, 0u64, 0u64, 0u64) } != 0 {
         return Err(last());

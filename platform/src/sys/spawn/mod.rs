@@ -13,8 +13,10 @@
 //! - `child`: the forked child up to `execve` (user, cwd, limits, filter, exec);
 //! - `init`: with a pid namespace, its pid 1 (mounts, forking the guest, reaping);
 //! - [`image`]: what the parent prepares for the other two before `fork`;
-//! - [`wire`]: the messages between the roles, encoded and decoded in one place.
+//! - [`wire`]: the messages between the roles, encoded and decoded in one place;
+//! - `caps`: capability sets, for the child and the init.
 
+mod caps;
 mod child;
 pub mod image;
 mod init;
