@@ -57,3 +57,28 @@ fn every_exec_is_seen_and_only_the_execing_thread_is_traced() {
         );
     }
 }
+
+/// Children killed (SIGKILL) around their exec are reaped by their parent, as natively:
+/// under the seccomp platform a child killed while traced for its exec must be waited
+/// for by compatrun, its tracer, or it stays a zombie its parent waits on for ever.
+#[test]
+fn a_child_killed_during_its_exec_is_reaped_by_its_parent() {
+    let probe = fixture("exec_killed", &[]);
+    let probe = probe.to_str().expect("utf-8 path");
+    let n = native(&[probe, "500"]);
+    assert_eq!(
+        (n.status, n.out()),
+        (0, "done 500\n".to_owned()),
+        "natively"
+    );
+    let mut cmd = std::process::Command::new(common::compatrun_bin());
+    cmd.args(["-k", "rhel6", "--"]).arg(probe).arg("500");
+    // Far above what the run needs (about a second): reaching it is the failure.
+    let g = common::run_cmd_within(cmd, None, std::time::Duration::from_secs(120));
+    assert_eq!(
+        (g.status, g.out()),
+        (0, "done 500\n".to_owned()),
+        "{}",
+        g.err()
+    );
+}

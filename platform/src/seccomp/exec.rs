@@ -114,22 +114,51 @@ impl Seized {
                     debug!("[pid {pid}] exec (seized from {tid})");
                     let mut stopped = Stopped::new(pid);
                     sup.execed(&mut stopped.guest());
-                    let _ = stopped.detach(0);
+                    release(stopped, 0);
                     return;
                 }
                 WaitStatus::PtraceEvent(pid, _, _) => {
                     // The interrupt's stop (or a group-stop, which detaching keeps) before
                     // any exec: the exec failed, or will be restarted and notified again.
-                    let _ = Stopped::new(pid).detach(0);
+                    release(Stopped::new(pid), 0);
                     return;
                 }
                 WaitStatus::Stopped(pid, sig) => {
                     // A signal on the way out of a failed exec: pass it on.
-                    let _ = Stopped::new(pid).detach(sig as i32);
+                    release(Stopped::new(pid), sig as i32);
                     return;
                 }
                 WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return,
                 _ => continue,
+            }
+        }
+    }
+}
+
+/// Detaches a stopped tracee, passing `sig` on. A detach can only fail because the
+/// tracee left its stop to die (SIGKILL, from the guest or with the run's end): then its
+/// death is reported to us, its tracer, before its parent can see it, so it is waited
+/// for here; left unwaited, it would stay a zombie its parent waits on for ever.
+fn release(stopped: Stopped, sig: i32) {
+    let pid = stopped.pid();
+    if let Err(e) = stopped.detach(sig) {
+        debug!("[pid {pid}] exec: detach failed ({e}); waiting for its end");
+        loop {
+            match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
+                    return
+                }
+                // Stopped after all (the detach failed for another reason): try again.
+                Ok(WaitStatus::Stopped(..) | WaitStatus::PtraceEvent(..)) => {
+                    if nixptrace::detach(pid, None).is_ok() {
+                        return;
+                    }
+                }
+                Err(Errno::EINTR) | Ok(_) => {}
+                Err(e) => {
+                    debug!("[pid {pid}] exec: wait failed ({e})");
+                    return;
+                }
             }
         }
     }
