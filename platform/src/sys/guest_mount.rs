@@ -192,7 +192,6 @@ fn helper(p: &Prepared, req: &ProcMount, out: i32) -> ! {
 
 /// Inside the guest's pid and mount namespaces: its root and directory, then the mount.
 fn in_guest_namespaces(p: &Prepared, req: &ProcMount, out: i32) -> ! {
-    let none = std::ptr::null::<libc::c_char>();
     // SAFETY: async-signal-safe system calls on descriptors opened before fork and on
     // NUL-terminated strings prepared before fork.
     unsafe {
@@ -228,38 +227,8 @@ fn in_guest_namespaces(p: &Prepared, req: &ProcMount, out: i32) -> ! {
                 continue;
             }
             for ((name, target), (_, data)) in names.iter().zip(&p.targets).zip(&req.files) {
-                let fd = libc::open(
-                    name.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o444,
-                );
-                if fd < 0 {
-                    continue;
-                }
-                let mut off = 0;
-                while off < data.len() {
-                    let n = libc::write(fd, data[off..].as_ptr().cast(), data.len() - off);
-                    if n <= 0 {
-                        break;
-                    }
-                    off += n.unsigned_abs();
-                }
-                libc::close(fd);
-                if libc::mount(
-                    name.as_ptr(),
-                    target.as_ptr(),
-                    none,
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ) == 0
-                {
-                    libc::mount(
-                        none,
-                        target.as_ptr(),
-                        none,
-                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                        std::ptr::null(),
-                    );
+                if super::bindfile::write_new(name, data) {
+                    super::bindfile::bind_read_only(name, target);
                 }
             }
             libc::umount2(dir.as_ptr(), libc::MNT_DETACH);

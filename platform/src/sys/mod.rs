@@ -3,6 +3,7 @@
 //! callers outside this module see safe functions with validated inputs.
 
 pub mod bench;
+pub mod bindfile;
 pub mod guest_mount;
 pub mod inject;
 pub mod map;

@@ -164,7 +164,6 @@ fn mount_synthetic(image: &ChildImage) -> bool {
     if image.synthetic.is_empty() {
         return true;
     }
-    let none = std::ptr::null::<libc::c_char>();
     for ((dir, names), &hides) in STAGING.iter().zip(&image.staging).zip(&image.staging_hides) {
         if hides {
             continue;
@@ -189,62 +188,15 @@ fn mount_synthetic(image: &ChildImage) -> bool {
                 .zip(names)
                 .zip(&image.synthetic_extra)
             {
-                let fd = libc::open(
-                    name.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o444,
-                );
-                if fd < 0 {
-                    ok = false;
-                    break;
-                }
-                let mut off = 0;
-                while off < data.len() {
-                    let n = libc::write(fd, data[off..].as_ptr().cast(), data.len() - off);
-                    if n <= 0 {
-                        ok = false;
-                        break;
-                    }
-                    off += n.unsigned_abs();
-                }
-                libc::close(fd);
-                ok = ok
-                    && libc::mount(
-                        name.as_ptr(),
-                        target.as_ptr(),
-                        none,
-                        libc::MS_BIND,
-                        std::ptr::null(),
-                    ) == 0
-                    && libc::mount(
-                        none,
-                        target.as_ptr(),
-                        none,
-                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                        std::ptr::null(),
-                    ) == 0;
+                ok = crate::sys::bindfile::write_new(name, data)
+                    && crate::sys::bindfile::bind_read_only(name, target);
                 if !ok {
                     break;
                 }
                 // The same file in every other proc the guest sees; one that cannot
                 // take it (a missing file, a read-only mount) keeps the host's.
                 for target in extra {
-                    if libc::mount(
-                        name.as_ptr(),
-                        target.as_ptr(),
-                        none,
-                        libc::MS_BIND,
-                        std::ptr::null(),
-                    ) == 0
-                    {
-                        libc::mount(
-                            none,
-                            target.as_ptr(),
-                            none,
-                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                            std::ptr::null(),
-                        );
-                    }
+                    crate::sys::bindfile::bind_read_only(name, target);
                 }
             }
             libc::umount2(dir.as_ptr(), libc::MNT_DETACH);
