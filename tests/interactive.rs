@@ -273,9 +273,6 @@ fn a_job_stopped_and_continued_from_outside_runs_on() {
  ["send", "wait; echo waited-$?\n"], ["expect", "\nwaited-\\d+\r\n"], ["expect", "PROMPT> "],
  ["send", "jobs; echo jobs-listed\n"], ["expect", "\njobs-listed\r\n"], ["expect", "PROMPT> "],
  ["send", "kill -CONT %1 2>/dev/null; wait; exit 0\n"], ["wait_exit"]]"#;
-    let Some((n, g)) = native_then_under(test, template) else {
-        return;
-    };
     // What follows the `wait`: its status, and no stopped job in `jobs`.
     let after_wait = |t: &Transcript| {
         let w = t.text.find("\nwaited-").map_or("", |w| &t.text[w + 1..]);
@@ -283,6 +280,20 @@ fn a_job_stopped_and_continued_from_outside_runs_on() {
         let stopped = w.contains("Stopped") || t.text.contains("wait: warning");
         (status, stopped)
     };
+    // Natively, bash sometimes notes the stop before the SIGCONT lands (a race of the
+    // native shell, not of compatrun): then the pair shows nothing and is run again.
+    let mut pair = None;
+    for _ in 0..3 {
+        let Some((n, g)) = native_then_under(test, template) else {
+            return;
+        };
+        let clean = after_wait(&n) == ("waited-0".to_string(), false);
+        pair = Some((n, g));
+        if clean {
+            break;
+        }
+    }
+    let (n, g) = pair.expect("at least one run");
     assert_eq!(
         after_wait(&n),
         ("waited-0".to_string(), false),
