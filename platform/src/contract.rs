@@ -181,7 +181,11 @@ pub trait GuestThread {
     /// Runs one x86_64 system call `nr` with `args` in this thread, as if the thread had
     /// made it itself (the seccomp filter judges it as any other), and returns the raw
     /// result (a negative errno on failure). The thread's registers, signal mask and
-    /// pending signal are as before afterwards.
+    /// pending signal are as before afterwards. Where the thread waited in a notified
+    /// call (seccomp platform), that call can no longer simply run on: a
+    /// [`Verdict::Forward`] afterwards makes the thread make it again (it is caught and
+    /// handed over once more), and a call the filter hands over cannot be run
+    /// ([`ThreadOpError::Unsupported`]).
     fn run_syscall(&mut self, _nr: u32, _args: [u64; 6]) -> Result<i64, ThreadOpError> {
         Err(ThreadOpError::Unsupported)
     }

@@ -8,7 +8,7 @@
 //! `PTRACE_LISTEN` (so job control works and the real parent sees them), and compatrun
 //! reaps everything, orphans included (it is a child subreaper), before it returns.
 
-mod inject;
+pub(crate) mod inject;
 mod tracee;
 
 use std::collections::HashMap;

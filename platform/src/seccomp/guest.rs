@@ -14,7 +14,8 @@ use std::os::unix::fs::FileExt;
 
 use nix::unistd::Pid;
 
-use crate::contract::{Fault, GuestThread};
+use super::held::Worker;
+use crate::contract::{Arch, Fault, GuestThread, InterceptSpec, Rule, Syscall, ThreadOpError};
 use crate::sys::notify;
 
 /// How many threads' memory files stay open at most (a guest with more live threads
@@ -28,9 +29,10 @@ pub(crate) struct MemFiles {
 }
 
 impl MemFiles {
-    /// The memory file for `tid`, opened (and checked against notification `id`) if it
-    /// is not open yet.
-    fn get(&mut self, listener: BorrowedFd<'_>, id: u64, tid: i32) -> Option<&File> {
+    /// The memory file for `tid`, opened (and checked against notification `id`, unless
+    /// the thread is `held` stopped, which keeps its id from being reused) if it is not
+    /// open yet.
+    fn get(&mut self, listener: BorrowedFd<'_>, id: u64, tid: i32, held: bool) -> Option<&File> {
         if !self.files.contains_key(&tid) {
             let file = File::options()
                 .read(true)
@@ -38,7 +40,7 @@ impl MemFiles {
                 .open(format!("/proc/{tid}/mem"))
                 .ok()?;
             // Opened on the right process only if the caller is still waiting now.
-            if !notify::id_valid(listener, id) {
+            if !held && !notify::id_valid(listener, id) {
                 return None;
             }
             if self.files.len() >= MAX_OPEN {
@@ -56,17 +58,18 @@ impl MemFiles {
         listener: BorrowedFd<'_>,
         id: u64,
         tid: i32,
+        held: bool,
         mut op: impl FnMut(&File) -> Option<T>,
     ) -> Option<T> {
         let fresh = !self.files.contains_key(&tid);
-        if let Some(v) = self.get(listener, id, tid).and_then(&mut op) {
+        if let Some(v) = self.get(listener, id, tid, held).and_then(&mut op) {
             return Some(v);
         }
         if fresh {
             return None;
         }
         self.files.remove(&tid);
-        self.get(listener, id, tid).and_then(op)
+        self.get(listener, id, tid, held).and_then(op)
     }
 }
 
@@ -76,6 +79,15 @@ pub(crate) struct NotifiedThread<'a> {
     pub(crate) id: u64,
     pub(crate) tid: i32,
     pub(crate) mem: &'a mut MemFiles,
+    /// The notified call.
+    pub(crate) call: Syscall,
+    /// What the filter hands over: a call run in the thread must not be one of these
+    /// (it would wait for the supervisor thread, which waits for it).
+    pub(crate) caught: &'a InterceptSpec,
+    /// Where calls run in the thread ([`GuestThread::run_syscall`]).
+    pub(crate) worker: &'a Worker,
+    /// The worker was asked to hold the thread: the verdict goes through it.
+    pub(crate) held: bool,
 }
 
 impl NotifiedThread<'_> {
@@ -89,7 +101,7 @@ impl NotifiedThread<'_> {
         }
         addr.checked_add(data.len() as u64).ok_or(fault)?;
         self.mem
-            .with(self.listener, self.id, self.tid, |f| {
+            .with(self.listener, self.id, self.tid, self.held, |f| {
                 matches!(f.write_at(data, addr), Ok(n) if n == data.len()).then_some(())
             })
             .ok_or(fault)
@@ -97,10 +109,21 @@ impl NotifiedThread<'_> {
 }
 
 impl GuestThread for NotifiedThread<'_> {
-    /// A thread waiting for a notification's answer is inside the kernel: it can neither
-    /// be made to run another call nor have its process stopped from here.
+    /// A thread waiting for a notification's answer can be made to run x86_64 calls
+    /// (`held`); its process cannot be stopped from here, so no `patch_code`.
     fn can_run_syscalls(&self) -> bool {
-        false
+        true
+    }
+
+    fn run_syscall(&mut self, nr: u32, args: [u64; 6]) -> Result<i64, ThreadOpError> {
+        if self.call.arch != Arch::X86_64 || self.caught.rule_for(Arch::X86_64, nr) == Rule::Catch {
+            return Err(ThreadOpError::Unsupported);
+        }
+        if !self.held && !notify::id_valid(self.listener, self.id) {
+            return Err(ThreadOpError::Gone);
+        }
+        self.held = true;
+        self.worker.run_syscall(self.tid, self.call.nr, nr, args)
     }
 
     fn tid(&self) -> i32 {
@@ -119,7 +142,7 @@ impl GuestThread for NotifiedThread<'_> {
         }
         addr.checked_add(len as u64).ok_or(fault)?;
         self.mem
-            .with(self.listener, self.id, self.tid, |f| {
+            .with(self.listener, self.id, self.tid, self.held, |f| {
                 matches!(f.read_at(buf, addr), Ok(n) if n == len).then_some(())
             })
             .ok_or(fault)

@@ -13,7 +13,9 @@
 //! mirrors the guest's job-control stops that the init reports.
 //!
 //! Exec is seen without tracing forks: when the spec asks for exec events, each exec
-//! call is notified and only its thread is seized until its exec event (`exec`).
+//! call is notified and only its thread is seized until its exec event (`exec`). A
+//! handler that runs a call in a notified thread has that thread seized meanwhile by a
+//! worker thread (`held`), and let go with the handler's verdict.
 //!
 //! What this backend cannot do, and the ptrace backend can: see signals before delivery
 //! (so no vsyscall emulation where the host has no vsyscall page), see each thread's exit
@@ -23,6 +25,7 @@
 
 mod exec;
 mod guest;
+mod held;
 mod keeper;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -129,7 +132,7 @@ pub fn run<S: Supervisor + Send>(
                 .map_err(setup("receive the seccomp listener"))
         })
         .and_then(|listener| match listener {
-            Some(listener) => supervise(&child, &init_pidfd, listener, sup, &hook),
+            Some(listener) => supervise(&child, &init_pidfd, listener, sup, &hook, &caught),
             // The guest failed before its filter was in place: nothing to supervise.
             None => Ok(()),
         })
@@ -164,6 +167,7 @@ fn supervise<S: Supervisor + Send>(
     listener: OwnedFd,
     sup: &mut S,
     hook: &ExecHook<'_>,
+    caught: &InterceptSpec,
 ) -> Result<(), PlatformError> {
     if notify::set_sync_wakeup(listener.as_fd()) {
         debug!("seccomp listener: synchronous wake-ups");
@@ -181,7 +185,7 @@ fn supervise<S: Supervisor + Send>(
                     init_pidfd: init_pidfd.as_fd(),
                     finished: false,
                 };
-                guard.finished = serve(listener.as_fd(), sup, &done, hook);
+                guard.finished = serve(listener.as_fd(), sup, &done, hook, caught);
             })
             .map_err(|source| PlatformError::Spawn {
                 op: "start the supervisor thread",
@@ -230,8 +234,16 @@ fn serve<S: Supervisor>(
     sup: &mut S,
     done: &AtomicBool,
     hook: &ExecHook<'_>,
+    caught: &InterceptSpec,
 ) -> bool {
     let mut mem = MemFiles::default();
+    let worker = match held::Worker::start() {
+        Ok(w) => w,
+        Err(e) => {
+            warn!("cannot start the ptrace worker thread: {e}");
+            return false;
+        }
+    };
     loop {
         let n = match notify::recv(listener) {
             Ok(n) => n,
@@ -258,6 +270,10 @@ fn serve<S: Supervisor>(
             id: n.id,
             tid: n.tid,
             mem: &mut mem,
+            call,
+            caught,
+            worker: &worker,
+            held: false,
         };
         let exec = hook.wanted && exec::is_exec(arch, nr);
         // An exec call is the supervisor's only if its spec catches it itself.
@@ -271,17 +287,23 @@ fn serve<S: Supervisor>(
             Verdict::Forward => None,
             Verdict::Return(v) => Some(v),
         };
-        let seized = if exec && value.is_none() {
+        // A held thread's forwarded exec restarts, and is notified (and seized) again.
+        let seized = if exec && value.is_none() && !thread.held {
             // The guest's first exec is its first process's (nothing else runs yet).
             let _ = hook.first.set(n.tid);
             exec::seize(n.tid)
         } else {
             None
         };
-        if let Err(e) = notify::respond(listener, n.id, value) {
-            // ENOENT: the caller was killed while it waited (a seized one is still
-            // detached below: its call is over or will be made again).
-            debug!("[pid {}] reply not delivered: {e}", n.tid);
+        // A thread a call was run in answers through its registers (its notification
+        // is gone); any other through the listener.
+        let answered = thread.held && worker.finish(n.tid, value);
+        if !answered {
+            if let Err(e) = notify::respond(listener, n.id, value) {
+                // ENOENT: the caller was killed while it waited (a seized one is still
+                // detached below: its call is over or will be made again).
+                debug!("[pid {}] reply not delivered: {e}", n.tid);
+            }
         }
         if let Some(seized) = seized {
             seized.finish(sup);
