@@ -65,6 +65,17 @@ pub struct ElfReport {
     pub invalid_bytes: u64,
 }
 
+impl ElfReport {
+    /// System-call sites whose call number the sweep could not tell.
+    pub fn unresolved(&self) -> u32 {
+        self.calls
+            .iter()
+            .filter(|((_, nr), _)| nr.is_none())
+            .map(|(_, &n)| n)
+            .sum()
+    }
+}
+
 /// Why a file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {

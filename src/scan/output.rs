@@ -69,13 +69,7 @@ struct Summary {
 fn summary(scan: &Scan) -> Summary {
     let count = |b: Bitness| scan.elf.iter().filter(|f| f.bitness == b).count();
     let sites = |f: &ElfReport| f.calls.values().map(|&n| u64::from(n)).sum::<u64>();
-    let unresolved = |f: &ElfReport| {
-        f.calls
-            .iter()
-            .filter(|((_, nr), _)| nr.is_none())
-            .map(|(_, &n)| u64::from(n))
-            .sum::<u64>()
-    };
+    let unresolved = |f: &ElfReport| u64::from(f.unresolved());
     Summary {
         examined: scan.examined,
         bytes: scan.bytes,
@@ -148,12 +142,7 @@ fn file_json(f: &ElfReport, table: &sentry::SyscallTable) -> serde_json::Value {
             Some(json!({"arch": arch.to_string(), "nr": nr, "name": name, "sites": n}))
         })
         .collect();
-    let unresolved: u32 = f
-        .calls
-        .iter()
-        .filter(|((_, nr), _)| nr.is_none())
-        .map(|(_, &n)| n)
-        .sum();
+    let unresolved = f.unresolved();
     let vs: Vec<_> = f
         .vsyscalls
         .iter()
@@ -319,12 +308,7 @@ pub fn text(
     }
     for f in notable {
         let sites: u32 = f.calls.values().sum();
-        let unresolved: u32 = f
-            .calls
-            .iter()
-            .filter(|((_, nr), _)| nr.is_none())
-            .map(|(_, &n)| n)
-            .sum();
+        let unresolved = f.unresolved();
         writeln!(
             out,
             "  {} ({} {}{}): {sites} system-call sites ({unresolved} unresolved)",

@@ -93,6 +93,32 @@ fn names(files: &[&ElfReport]) -> Vec<String> {
     files.iter().map(|f| f.path.display().to_string()).collect()
 }
 
+/// The finding for `sites` call sites of one system call in `files`.
+fn call_finding(
+    kind: &'static str,
+    problem: bool,
+    shown: String,
+    arch: Arch,
+    sites: u32,
+    files: &[&ElfReport],
+    what: &str,
+) -> Finding {
+    let message = format!(
+        "calls {shown} ({arch}) at {} in {}: {what}",
+        plural(sites as usize, "site"),
+        plural(files.len(), "file")
+    );
+    Finding {
+        kind,
+        problem,
+        call: Some(shown),
+        arch: Some(arch.to_string()),
+        sites,
+        files: names(files),
+        message,
+    }
+}
+
 /// `1 file`, `2 files`.
 pub fn plural(n: usize, one: &str) -> String {
     if n == 1 {
@@ -290,19 +316,7 @@ pub fn judge(persona: &Persona, table: &SyscallTable, files: &[ElfReport], host:
                 )
             }
         };
-        findings.push(Finding {
-            kind,
-            problem,
-            call: Some(shown.clone()),
-            arch: Some(arch.to_string()),
-            sites,
-            files: names(&fs),
-            message: format!(
-                "calls {shown} ({arch}) at {} in {}: {what}",
-                plural(sites as usize, "site"),
-                plural(fs.len(), "file")
-            ),
-        });
+        findings.push(call_finding(kind, problem, shown, arch, sites, &fs, &what));
     }
     findings.sort_by_key(|f| !f.problem);
     Verdict {
@@ -358,19 +372,7 @@ pub fn judge_host(table: &SyscallTable, files: &[ElfReport], host: &Host) -> Ver
                 Some(_) => continue,
             };
             let shown = entry.map_or_else(|| format!("#{nr}"), |e| e.name.clone());
-            findings.push(Finding {
-                kind,
-                problem,
-                call: Some(shown.clone()),
-                arch: Some(arch.to_string()),
-                sites,
-                files: names(&fs),
-                message: format!(
-                    "calls {shown} ({arch}) at {} in {}: {what}",
-                    plural(sites as usize, "site"),
-                    plural(fs.len(), "file")
-                ),
-            });
+            findings.push(call_finding(kind, problem, shown, arch, sites, &fs, &what));
         }
     }
     findings.sort_by_key(|f| !f.problem);
