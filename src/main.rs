@@ -13,6 +13,7 @@ mod oci;
 mod personas;
 mod report;
 mod scan;
+mod test_hooks;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -245,6 +246,7 @@ fn run_program(
                 .is_some_and(|(root, prog)| sentry.needs_exec_hook(root, prog)),
     });
     sentry.set_patching(!cli.no_patch);
+    sentry.set_mid_patch_hook(test_hooks::mid_patch());
     let status = match record {
         None => {
             let spec = sentry.intercept_spec().clone();

@@ -92,7 +92,15 @@ impl Sentry {
     /// Whether vsyscall call sites are patched (the default) or every call into the
     /// missing page is emulated ([`patch`]).
     pub fn set_patching(&mut self, on: bool) {
+        let hook = self.patcher.mid_patch_hook();
         self.patcher = patch::Patcher::new(on, &self.spec);
+        self.patcher.set_mid_patch_hook(hook);
+    }
+
+    /// A hook called in the middle of every call site's rewrite, for compatrun's own
+    /// fault tests ([`patch::MidPatchHook`]).
+    pub fn set_mid_patch_hook(&mut self, hook: Option<patch::MidPatchHook>) {
+        self.patcher.set_mid_patch_hook(hook);
     }
 
     /// What happened to calls into the missing vsyscall page, for `--log info`; `None`

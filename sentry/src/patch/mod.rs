@@ -95,6 +95,13 @@ struct Proc {
     emulated: u64,
 }
 
+/// A hook the patcher calls in the middle of rewriting a site, for compatrun's own fault
+/// tests: every other thread of the process is stopped, `written` of the site's new
+/// bytes `new` are in place at `at`, the rest not yet. Whatever the hook does (stop or
+/// kill the supervisor), the site is finished when it returns. Arguments: the faulting
+/// thread, `at`, `new`, `written`.
+pub type MidPatchHook = fn(tid: i32, at: u64, new: &[u8], written: usize);
+
 /// Totals over a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -115,6 +122,7 @@ pub struct Patcher {
     syscall_ok: [bool; 3],
     procs: HashMap<i32, Proc>,
     totals: Totals,
+    mid_patch: Option<MidPatchHook>,
 }
 
 impl Patcher {
@@ -127,7 +135,18 @@ impl Patcher {
             syscall_ok,
             procs: HashMap::new(),
             totals: Totals::default(),
+            mid_patch: None,
         }
+    }
+
+    /// Calls `hook` in the middle of every site's rewrite (see [`MidPatchHook`]).
+    pub fn set_mid_patch_hook(&mut self, hook: Option<MidPatchHook>) {
+        self.mid_patch = hook;
+    }
+
+    /// The hook set with [`Patcher::set_mid_patch_hook`].
+    pub fn mid_patch_hook(&self) -> Option<MidPatchHook> {
+        self.mid_patch
     }
 
     /// The totals so far.
@@ -154,7 +173,11 @@ impl Patcher {
             return;
         }
         let tid = g.tid();
-        match patch_site(g, proc, self.syscall_ok, entry, ret, regs, &mut self.totals) {
+        let how = How {
+            syscall_ok: self.syscall_ok,
+            mid_patch: self.mid_patch,
+        };
+        match patch_site(g, proc, how, entry, ret, regs, &mut self.totals) {
             Ok(at) => {
                 proc.patched += 1;
                 self.totals.sites += 1;
@@ -189,11 +212,19 @@ impl Patcher {
     }
 }
 
+/// How sites are patched in this run.
+#[derive(Clone, Copy)]
+struct How {
+    /// Per entry: whether a stub may make the real system call.
+    syscall_ok: [bool; 3],
+    mid_patch: Option<MidPatchHook>,
+}
+
 /// Patches the site of a call into `entry` returning to `ret`; the address rewritten.
 fn patch_site<G: GuestThread>(
     g: &mut G,
     proc: &mut Proc,
-    syscall_ok: [bool; 3],
+    how: How,
     entry: VsyscallEntry,
     ret: u64,
     regs: &Regs,
@@ -207,11 +238,21 @@ fn patch_site<G: GuestThread>(
     if !private_mapping(g.tgid(), at, size as u64) {
         return Err(NotPatched::NotPrivate);
     }
-    let tramp = trampoline(g, proc, syscall_ok, totals)?;
+    let tramp = trampoline(g, proc, how.syscall_ok, totals)?;
     let stub = tramp.stub(entry).ok_or(NotPatched::NoStub(entry.name()))?;
     let bytes = stub.to_le_bytes();
     // A 4-byte immediate is sign-extended: the stub is below 2 GiB, so its low half is it.
-    g.patch_code(at, &bytes[..size])?;
+    let new = &bytes[..size];
+    match how.mid_patch {
+        None => g.patch_code(at, new)?,
+        Some(hook) => {
+            // The first byte, then the hook, then the rest (the other threads stay
+            // stopped from the first write until the handler returns).
+            g.patch_code(at, &new[..1])?;
+            hook(g.tid(), at, new, 1);
+            g.patch_code(at + 1, &new[1..])?;
+        }
+    }
     Ok(at)
 }
 

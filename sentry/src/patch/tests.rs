@@ -228,3 +228,42 @@ fn an_entry_the_persona_refuses_and_the_vdso_lacks_gets_no_stub() {
     let p = Patcher::new(true, &spec);
     assert_eq!(p.syscall_ok, [true, true, false]);
 }
+
+/// What the mid-patch hook saw, per calling test thread.
+type HookCall = (i32, u64, Vec<u8>, usize);
+
+thread_local! {
+    static HOOK_CALLS: std::cell::RefCell<Vec<HookCall>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn record_hook(tid: i32, at: u64, new: &[u8], written: usize) {
+    HOOK_CALLS.with(|c| c.borrow_mut().push((tid, at, new.to_vec(), written)));
+}
+
+#[test]
+fn the_mid_patch_hook_sees_the_site_half_written_and_the_site_is_finished_after_it() {
+    let (mut plain, regs) = Fake::with_site(&MOV_CALL);
+    patcher().fault(&mut plain, VsyscallEntry::Time, &regs);
+    let (_, whole) = plain.patched[0].clone();
+
+    let (mut g, regs) = Fake::with_site(&MOV_CALL);
+    let mut p = patcher();
+    p.set_mid_patch_hook(Some(record_hook));
+    p.fault(&mut g, VsyscallEntry::Time, &regs);
+    let at = g.base() + 35;
+    // One byte with the others stopped, the hook, then the rest: the same bytes in the
+    // end as without the hook.
+    assert_eq!(
+        g.patched,
+        [(at, whole[..1].to_vec()), (at + 1, whole[1..].to_vec())]
+    );
+    assert_eq!(g.code[35..39], whole[..]);
+    let calls = HOOK_CALLS.with(|c| c.borrow().clone());
+    assert_eq!(calls, [(g.tid(), at, whole.clone(), 1)]);
+    assert_eq!(p.totals().sites, 1);
+    // A site left alone never calls it.
+    let (mut near, mut regs) = Fake::with_site(&MOV_CALL);
+    regs.ret = 0x1234;
+    p.fault(&mut near, VsyscallEntry::Time, &regs);
+    assert_eq!(HOOK_CALLS.with(|c| c.borrow().len()), 1);
+}
