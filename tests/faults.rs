@@ -9,6 +9,10 @@
 //! filling up, the namespace's init's own mountinfo growing, compatrun frozen (SIGSTOP)
 //! while its child still waits for the go-ahead, a guest's line, the guest's
 //! /proc/PID/syscall naming the caught call.
+//!
+//! The last stage, killed while a call site is patched, is
+//! `killed_while_a_call_site_is_patched` in tests/vm_vsyscall.rs: sites are patched only
+//! on a host without the vsyscall page, which here is that test's VM.
 
 mod common;
 

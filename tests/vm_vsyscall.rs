@@ -4,11 +4,14 @@
 //! Natively, a static program calling 0xffffffffff600000/400/800 (as glibc < 2.14 did)
 //! dies with SIGSEGV there; under compatrun the three calls must work.
 //!
-//! Each test boots the VM once and runs several steps in it; the rig installs QEMU and
-//! fetches the kernel into target/vm-cache on first use. It skips (visibly) only when
+//! The tests share one VM boot that runs every step in order (the first test to need
+//! it boots, the others wait), and each checks its part; the rig installs QEMU and
+//! fetches the kernel into target/vm-cache on first use. They skip (visibly) only when
 //! QEMU or the kernel cannot be had on this machine at all.
 
 mod common;
+#[path = "vm_vsyscall/mid_patch.rs"]
+mod mid_patch;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -17,7 +20,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use common::{compatrun_bin, fixture, run_cmd, skip, Outcome};
+use common::{compatrun_bin, fixture, run_cmd, skip};
 
 /// The rig script.
 fn rig() -> PathBuf {
@@ -118,19 +121,14 @@ struct Step {
     status: i32,
 }
 
-/// Boots the VM once with `vsyscall` (the static fixture) and compatrun (with its
-/// libraries) in /work, runs each `(name, shell command)` in order and returns every
-/// step's output and status, plus the whole run.
-fn boot(test: &str, steps: &[(&str, &str)]) -> (HashMap<String, Step>, Outcome) {
-    boot_with(test, steps, &[])
-}
-
-/// [`boot`], with more `(host path, name in /work)` copied in.
+/// Boots the VM once with `vsyscall` (the static fixture), compatrun (with its
+/// libraries) and `adds` (`(host path, name)`) in /work, runs each `(name, shell
+/// command)` in order and returns every step's output and status.
 fn boot_with(
     test: &str,
     steps: &[(&str, &str)],
     adds: &[(PathBuf, &str)],
-) -> (HashMap<String, Step>, Outcome) {
+) -> HashMap<String, Step> {
     let vsyscall = static_fixture();
     let mut script = String::new();
     for (name, cmd) in steps {
@@ -192,7 +190,7 @@ fn boot_with(
     for (name, _) in steps {
         assert!(found.contains_key(*name), "step {name} missing:\n{out}");
     }
-    (found, run)
+    found
 }
 
 /// The fixture natively: SIGSEGV at the first call, nothing returned.
@@ -218,14 +216,7 @@ fn rig_boots_with_vsyscall_none_and_runs_compatrun() {
         skip(TEST, &reason);
         return;
     }
-    let (s, _) = boot(
-        TEST,
-        &[
-            ("cmdline", "cat /proc/cmdline"),
-            ("native", "./vsyscall all"),
-            ("uname", "./compatrun --kernel-persona 2.6 -- uname -r"),
-        ],
-    );
+    let s = &shared_boot().steps;
     assert!(
         s["cmdline"]
             .out
@@ -239,8 +230,71 @@ fn rig_boots_with_vsyscall_none_and_runs_compatrun() {
     assert_eq!(s["uname"].out.trim(), "2.6.32", "{:?}", s["uname"]);
 }
 
+/// The steps of the boot most tests here share, and whether the wheezy tree was there.
+struct Shared {
+    steps: HashMap<String, Step>,
+    wheezy: bool,
+}
+
+/// Boots the VM once for every test that checks a part of it (the first to ask boots;
+/// the others wait for it): the three legacy calls, call-site patching shape by shape,
+/// a run killed in the middle of a patch, the run report, and the wheezy perl.
+fn shared_boot() -> &'static Shared {
+    static BOOT: OnceLock<Shared> = OnceLock::new();
+    BOOT.get_or_init(|| {
+        let wheezy = wheezy_perl_tree();
+        let mut adds = vec![
+            (sites_fixture(), "vsyscall_sites"),
+            (
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/kill-mid-patch.sh"),
+                "kill-mid-patch.sh",
+            ),
+        ];
+        if let Some(tree) = &wheezy {
+            adds.push((tree.clone(), "wheezy"));
+        }
+        let mut steps = vec![
+            ("cmdline", "cat /proc/cmdline"),
+            ("native", "./vsyscall all"),
+            ("uname", "./compatrun --kernel-persona 2.6 -- uname -r"),
+            // The seccomp platform never sees the fault: the guest dies as natively.
+            (
+                "seccomp",
+                "./compatrun --platform seccomp --kernel-persona rhel6 -- ./vsyscall all",
+            ),
+            (
+                "auto",
+                "./compatrun --log info --kernel-persona rhel6 -- true",
+            ),
+            (
+                "emulated",
+                "./compatrun --kernel-persona rhel6 -- ./vsyscall all",
+            ),
+        ];
+        steps.extend_from_slice(PATCH_STEPS);
+        steps.extend_from_slice(mid_patch::STEPS);
+        // The run report counts the entry calls compatrun emulated and the sites it patched.
+        steps.push((
+            "report",
+            "./compatrun --platform ptrace -k rhel6 --report /tmp/vs.json \
+             -- ./vsyscall_sites all 300 >/dev/null && cat /tmp/vs.json",
+        ));
+        if wheezy.is_some() {
+            steps.extend_from_slice(PERL_STEPS);
+        }
+        let steps = boot_with("shared_boot", &steps, &adds);
+        if let Some(tree) = &wheezy {
+            let _ = std::fs::remove_dir_all(tree);
+        }
+        Shared {
+            steps,
+            wheezy: wheezy.is_some(),
+        }
+    })
+}
+
 /// The point of it all: under compatrun the three legacy calls return, with values that
-/// agree with the real syscalls.
+/// agree with the real syscalls; call sites are patched shape by shape.
 #[test]
 fn compatrun_emulates_the_vsyscall_page_under_vsyscall_none() {
     const TEST: &str = "compatrun_emulates_the_vsyscall_page_under_vsyscall_none";
@@ -248,48 +302,17 @@ fn compatrun_emulates_the_vsyscall_page_under_vsyscall_none() {
         skip(TEST, &reason);
         return;
     }
-    let wheezy = wheezy_perl_tree();
-    let mut adds = vec![(sites_fixture(), "vsyscall_sites")];
-    if let Some(tree) = &wheezy {
-        adds.push((tree.clone(), "wheezy"));
-    }
-    let mut steps = vec![
-        ("native", "./vsyscall all"),
-        // The seccomp platform never sees the fault: the guest dies as natively.
-        (
-            "seccomp",
-            "./compatrun --platform seccomp --kernel-persona rhel6 -- ./vsyscall all",
-        ),
-        (
-            "auto",
-            "./compatrun --log info --kernel-persona rhel6 -- true",
-        ),
-        (
-            "emulated",
-            "./compatrun --kernel-persona rhel6 -- ./vsyscall all",
-        ),
-    ];
-    steps.extend_from_slice(PATCH_STEPS);
-    // The run report counts the entry calls compatrun emulated and the sites it patched.
-    steps.push((
-        "report",
-        "./compatrun --platform ptrace -k rhel6 --report /tmp/vs.json \
-         -- ./vsyscall_sites all 300 >/dev/null && cat /tmp/vs.json",
-    ));
-    if wheezy.is_some() {
-        steps.extend_from_slice(PERL_STEPS);
-    }
-    let (s, _) = boot_with(TEST, &steps, &adds);
-    if let Some(tree) = wheezy {
-        let _ = std::fs::remove_dir_all(tree);
-        check_perl(&s);
+    let shared = shared_boot();
+    let s = &shared.steps;
+    if shared.wheezy {
+        check_perl(s);
     } else {
         skip(
             "vsyscall_patching_of_a_real_wheezy_perl",
             "COMPATRUN_OLD_ROOTFS is not set (scripts/test.sh sets it)",
         );
     }
-    check_patching(&s);
+    check_patching(s);
     assert_native_segv(&s["native"]);
     assert_native_segv(&s["seccomp"]);
     // auto (the default, which "emulated" used) picks ptrace here, and says why.
