@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every test once per
-# platform (COMPATRUN_PLATFORM, which compatrun reads as its default --platform).
+# platform (COMPATRUN_PLATFORM, which compatrun reads as its default --platform); the
+# tests that do not depend on the platform run once.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,11 @@ if [ -z "${COMPATRUN_OLD_ROOTFS:-}" ]; then
   old=$(bash scripts/old-rootfs.sh)
   if [ -n "$old" ]; then export COMPATRUN_OLD_ROOTFS="$old"; fi
 fi
+# Tests that do not depend on the platform (the VM and fuzz tests) run in the first
+# pass only: later passes name the first one in COMPATRUN_FIRST_PASS.
+first=""
 for platform in ptrace seccomp; do
   echo "== the suite on the $platform platform" >&2
-  COMPATRUN_PLATFORM=$platform cargo test --workspace --release "$@"
+  COMPATRUN_PLATFORM=$platform COMPATRUN_FIRST_PASS=$first cargo test --workspace --release "$@"
+  first=${first:-$platform}
 done

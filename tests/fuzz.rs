@@ -16,6 +16,9 @@
 //!
 //! A target fails on a panic (and prints the input that caused it); every verdict must
 //! be a value or an errno in the kernel's range.
+//!
+//! Everything runs in the test process (no guest, no platform), so scripts/test.sh runs
+//! these in its first pass only (`common::platform_independent`).
 
 mod common;
 
@@ -209,6 +212,9 @@ fn table() -> SyscallTable {
 
 #[test]
 fn persona_files() {
+    if !common::platform_independent("persona_files") {
+        return;
+    }
     let table = table();
     fuzz("persona_files", "persona", |input, _| {
         let text = String::from_utf8_lossy(input);
@@ -359,6 +365,9 @@ fn pick_call(rng: &mut Rng) -> (Arch, u32) {
 
 #[test]
 fn guest_memory() {
+    if !common::platform_independent("guest_memory") {
+        return;
+    }
     let table = table();
     let personas: Vec<Sentry> = ["2.6", "rhel6", "3.10"]
         .iter()
@@ -462,6 +471,9 @@ fn mutate_member(input: &[u8], rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn image_archives() {
+    if !common::platform_independent("image_archives") {
+        return;
+    }
     let work = common::scratch_dir().join(common::unique_marker("fuzz-image"));
     std::fs::create_dir_all(&work).expect("scratch");
     let seeds = corpus("image");

@@ -192,6 +192,24 @@ pub fn skip(test: &str, reason: &str) {
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {reason}");
 }
 
+/// Whether a test that does not depend on the platform runs in this pass of the suite.
+/// scripts/test.sh runs the whole suite once per platform and names, in every pass
+/// after the first, the platform the first pass ran on (`COMPATRUN_FIRST_PASS`): such a
+/// test then skips, visibly, instead of doing the same work again. Run alone (no
+/// variable), it always runs.
+pub fn platform_independent(test: &str) -> bool {
+    match std::env::var("COMPATRUN_FIRST_PASS") {
+        Ok(first) if !first.is_empty() => {
+            skip(
+                test,
+                &format!("it does not depend on the platform and ran in this suite's {first} pass"),
+            );
+            false
+        }
+        _ => true,
+    }
+}
+
 /// Whether the tests run as root (the owner of /proc/self is the effective uid).
 pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
