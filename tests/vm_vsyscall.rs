@@ -403,6 +403,23 @@ const PATCH_STEPS: &[(&str, &str)] = &[
         "patch-off",
         "./compatrun --no-patch --log info -k rhel6 -- ./vsyscall_sites all 50",
     ),
+    // Every other shape with patching off, too.
+    (
+        "off-tail",
+        "./compatrun --no-patch --log info -k rhel6 -- ./vsyscall_sites tail 20",
+    ),
+    (
+        "off-mem",
+        "./compatrun --no-patch --log info -k rhel6 -- ./vsyscall_sites mem 20",
+    ),
+    (
+        "off-fork",
+        "./compatrun --no-patch --log info -k rhel6 -- ./vsyscall_sites fork 20",
+    ),
+    (
+        "off-threads",
+        "./compatrun --no-patch --log info -k rhel6 -- ./vsyscall_sites threads 20",
+    ),
 ];
 
 /// The real wheezy perl: its libc's time() is the glibc 2.12-style `mov`+`call`.
@@ -490,6 +507,14 @@ fn check_patching(s: &HashMap<String, Step>) {
         "{}",
         s["patch-off"].out
     );
+    for (name, mode, calls) in [
+        ("off-tail", "tail", 20),
+        ("off-mem", "mem", 20),
+        ("off-fork", "fork", 61),
+        ("off-threads", "threads", 160),
+    ] {
+        assert_eq!(ok(name, mode, calls), (0, calls, 0), "{}", s[name].out);
+    }
 }
 
 fn check_perl(s: &HashMap<String, Step>) {
