@@ -44,6 +44,52 @@ pub struct GuestCommand {
     /// before anything else, which also makes that namespace's root its own (a further
     /// process in a running container); `program` must then be a path valid there.
     pub join_mount_ns: Option<std::os::fd::RawFd>,
+    /// Seccomp filters of the front end's own (an OCI runtime's `linux.seccomp`), which
+    /// the guest's first process installs after compatrun's filter, in order. The
+    /// kernel runs every filter and takes the strongest action, so a call one of them
+    /// refuses is refused even if compatrun would emulate it, and a call they allow that
+    /// compatrun catches still reaches compatrun.
+    pub extra_filters: Vec<ExtraFilter>,
+}
+
+/// One classic BPF instruction, as the kernel's `struct sock_filter` has it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BpfInsn {
+    /// The opcode.
+    pub code: u16,
+    /// Where a conditional jump goes when true (instructions to skip).
+    pub jt: u8,
+    /// Where it goes when false.
+    pub jf: u8,
+    /// The operand.
+    pub k: u32,
+}
+
+/// A further seccomp filter for the guest (see [`GuestCommand::extra_filters`]).
+///
+/// Installed as late as it can be: just before the exec when the guest's first process
+/// has `no_new_privs` (as runc does), else before it gives up capabilities (installing
+/// a filter without `no_new_privs` takes `CAP_SYS_ADMIN`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExtraFilter {
+    /// The program.
+    pub program: Vec<BpfInsn>,
+    /// `SECCOMP_FILTER_FLAG_*` for `seccomp(2)`: only `TSYNC`, `LOG` and `SPEC_ALLOW`
+    /// (a listener is never made for a front end's filter). Where the persona answers
+    /// `seccomp(2)` with ENOSYS, the filter goes in through `prctl(PR_SET_SECCOMP)`,
+    /// which takes no flags, so only the logging and speculation flags are lost.
+    pub flags: u32,
+}
+
+impl ExtraFilter {
+    /// `SECCOMP_FILTER_FLAG_TSYNC`.
+    pub const FLAG_TSYNC: u32 = 1 << 0;
+    /// `SECCOMP_FILTER_FLAG_LOG`.
+    pub const FLAG_LOG: u32 = 1 << 1;
+    /// `SECCOMP_FILTER_FLAG_SPEC_ALLOW`.
+    pub const FLAG_SPEC_ALLOW: u32 = 1 << 2;
+    /// The flags an extra filter may carry.
+    pub const ALLOWED_FLAGS: u32 = Self::FLAG_TSYNC | Self::FLAG_LOG | Self::FLAG_SPEC_ALLOW;
 }
 
 /// Capability sets as bit masks (bit N = capability N), as `capset(2)` and the

@@ -130,6 +130,10 @@ impl PlatformError {
                 op: "wait for the start signal",
                 source,
             },
+            ChildStage::ExtraFilter => PlatformError::Spawn {
+                op: "install the container's seccomp filter",
+                source,
+            },
         }
     }
 }

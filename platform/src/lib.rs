@@ -31,7 +31,7 @@ pub mod seccomp;
 pub mod sys;
 
 pub use backend::{choose, Capabilities, Choice, Declaration, Platform, RunNeeds};
-pub use command::{CapSets, ExitStatus, GuestCommand, IdMap, RootSetup};
+pub use command::{BpfInsn, CapSets, ExitStatus, ExtraFilter, GuestCommand, IdMap, RootSetup};
 pub use contract::{
     Arch, Fault, GuestThread, InterceptSpec, Regs, Rule, SignalInfo, SignalVerdict, Supervisor,
     Syscall, ThreadOpError, Verdict,

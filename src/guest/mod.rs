@@ -44,6 +44,7 @@ pub struct GuestBuilder {
     capabilities: Option<platform::CapSets>,
     start_gate: Option<std::os::fd::RawFd>,
     join: Option<(std::os::fd::RawFd, PathBuf)>,
+    extra_filters: Vec<platform::ExtraFilter>,
 }
 
 /// The description the platform runs, and where its program is (the root it runs in, the
@@ -124,6 +125,13 @@ impl GuestBuilder {
     /// The capabilities the guest keeps.
     pub fn capabilities(mut self, caps: Option<platform::CapSets>) -> Self {
         self.capabilities = caps;
+        self
+    }
+
+    /// Seccomp filters of the front end's own (an OCI config's `linux.seccomp`), which
+    /// the guest installs after compatrun's (see [`GuestCommand::extra_filters`]).
+    pub fn extra_filters(mut self, filters: Vec<platform::ExtraFilter>) -> Self {
+        self.extra_filters = filters;
         self
     }
 
@@ -217,6 +225,7 @@ impl GuestBuilder {
                     capabilities: self.capabilities,
                     start_gate: self.start_gate,
                     join_mount_ns: self.join.as_ref().map(|(fd, _)| *fd),
+                    extra_filters: self.extra_filters,
                 },
                 exec_target: Some(target),
             });
@@ -270,6 +279,7 @@ impl GuestBuilder {
                 capabilities: self.capabilities,
                 start_gate: self.start_gate,
                 join_mount_ns: None,
+                extra_filters: self.extra_filters,
             },
             exec_target: target,
         })

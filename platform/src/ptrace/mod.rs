@@ -100,6 +100,7 @@ pub fn run<S: Supervisor>(
         signals: spec.signals.clone(),
         tty: crate::jobctl::open_tty(),
         deferred: inject::Deferred::new(),
+        own_rules: (!cmd.extra_filters.is_empty()).then(|| spec.clone()),
     };
     // In a pid namespace, being told to end once the first process is gone kills the
     // namespace's init (so everything left), and the run winds up as usual.
@@ -143,6 +144,9 @@ struct Tracer {
     /// Stops of other threads collected while a handler had a process stopped, to be
     /// handled before anything new is waited for.
     deferred: inject::Deferred,
+    /// With the front end's own filters: compatrun's spec, to tell our trace stops from
+    /// theirs (`SECCOMP_RET_TRACE` there), which get ENOSYS as with no tracer at all.
+    own_rules: Option<InterceptSpec>,
 }
 
 /// Stop signals: a PTRACE_EVENT_STOP carrying one of them is a group-stop.
@@ -344,6 +348,18 @@ impl Tracer {
         #[allow(clippy::cast_possible_truncation)] // syscall numbers are 32-bit in seccomp_data
         let nr32 = nr as u32;
         let (arch, nr) = filter::decode(audit_arch, nr32);
+        if self
+            .own_rules
+            .as_ref()
+            .is_some_and(|own| own.rule_for(arch, nr) != crate::Rule::Catch)
+        {
+            // Not a call compatrun's filter catches: a front end's filter asked for a
+            // tracer, and the kernel answers ENOSYS when there is none. compatrun is not
+            // that tracer.
+            trace!("[pid {pid}] {arch} syscall {nr}: another filter's trace -> ENOSYS");
+            stopped.skip_with(-i64::from(libc::ENOSYS))?;
+            return stopped.cont(0);
+        }
         let call = Syscall { arch, nr, args };
         let verdict = sup.syscall(&mut stopped.guest(), &call);
         trace!("[pid {pid}] {arch} syscall {nr} -> {verdict:?}");

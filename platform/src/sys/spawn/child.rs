@@ -138,6 +138,13 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
             libc::close(ctx.listen);
         }
     }
+    // The front end's filters go in as late as they can: with no_new_privs just before
+    // the exec, else now, while CAP_SYS_ADMIN (which installing one then takes) is kept.
+    // SAFETY: prctl takes only numbers.
+    let nnp = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0u64, 0u64, 0u64, 0u64) } == 1;
+    if !nnp {
+        install_extra_filters(ctx);
+    }
     if let Some(caps) = &ctx.image.caps {
         set_capabilities(ctx, caps);
     }
@@ -157,6 +164,9 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
         }
         // SAFETY: as above.
         unsafe { libc::close(fd) };
+    }
+    if nnp {
+        install_extra_filters(ctx);
     }
     if !ctx.image.candidates.is_empty() {
         exec_candidates(ctx);
@@ -184,6 +194,41 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
     }
     let code = if e == libc::ENOENT { 127 } else { 126 };
     ctx.fail(ChildStage::Exec, e, code)
+}
+
+/// Installs the front end's filters in order, after compatrun's own. A persona that
+/// predates `seccomp(2)` (3.17) has compatrun's filter answer it ENOSYS; the filter then
+/// goes in through `prctl(PR_SET_SECCOMP)`, which the host kernel answers. Only
+/// async-signal-safe calls.
+fn install_extra_filters(ctx: &ChildCtx<'_>) {
+    for (prog, flags) in &ctx.ptrs.extra {
+        let prog: *const libc::sock_fprog = prog;
+        // SAFETY: `prog` points into the image prepared before fork, which lives until
+        // execve; the kernel copies the program.
+        let mut r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                *flags,
+                prog,
+            )
+        };
+        if r < 0 && errno() == libc::ENOSYS {
+            // SAFETY: as above.
+            r = unsafe {
+                libc::c_long::from(libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    prog,
+                    0u64,
+                    0u64,
+                ))
+            };
+        }
+        if r < 0 {
+            ctx.fail(ChildStage::ExtraFilter, errno(), 125);
+        }
+    }
 }
 
 /// Execs the first of the program's candidate paths (inside the root filesystem) that

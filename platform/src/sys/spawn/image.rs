@@ -31,6 +31,8 @@ pub struct ChildImage {
     /// Per STAGING directory, whether a tmpfs over it would hide one of those targets.
     pub(super) staging_hides: Vec<bool>,
     pub(super) filter: Vec<Insn>,
+    /// The front end's own filters and their flags, installed after `filter`.
+    pub(super) extra: Vec<(Vec<Insn>, u32)>,
     pub(super) no_new_privs: bool,
     /// Seccomp user notification: install the filter with a listener, send it to the
     /// parent, and keep the pid namespace's init bound to the parent's life.
@@ -68,6 +70,34 @@ fn cstring(s: &OsStr) -> io::Result<CString> {
             format!("{:?} contains a NUL byte", s),
         )
     })
+}
+
+/// One of the front end's filters, checked, as the kernel takes it.
+fn extra_program(f: &crate::ExtraFilter) -> io::Result<(Vec<Insn>, u32)> {
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+    if f.flags & !crate::ExtraFilter::ALLOWED_FLAGS != 0 {
+        return Err(invalid(format!(
+            "seccomp filter flags {:#x}: only TSYNC, LOG and SPEC_ALLOW are accepted",
+            f.flags
+        )));
+    }
+    if f.program.is_empty() || f.program.len() > 4096 {
+        return Err(invalid(format!(
+            "a seccomp filter of {} instructions (1 to 4096 are accepted)",
+            f.program.len()
+        )));
+    }
+    let prog = f
+        .program
+        .iter()
+        .map(|i| Insn {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    Ok((prog, f.flags))
 }
 
 impl ChildImage {
@@ -132,6 +162,11 @@ impl ChildImage {
             synthetic_extra,
             staging_hides,
             filter,
+            extra: cmd
+                .extra_filters
+                .iter()
+                .map(extra_program)
+                .collect::<io::Result<_>>()?,
             no_new_privs,
             notify: false,
             rootfs: cmd.root.as_ref().map(crate::rootfs::plan).transpose()?,
@@ -202,6 +237,24 @@ impl ChildImage {
                 })?,
                 filter: self.init_filter.as_ptr().cast_mut(),
             },
+            extra: self
+                .extra
+                .iter()
+                .map(|(prog, flags)| {
+                    Ok((
+                        libc::sock_fprog {
+                            len: u16::try_from(prog.len()).map_err(|_| {
+                                io::Error::new(
+                                    io::ErrorKind::InvalidInput,
+                                    "seccomp program too long",
+                                )
+                            })?,
+                            filter: prog.as_ptr().cast_mut(),
+                        },
+                        *flags,
+                    ))
+                })
+                .collect::<io::Result<_>>()?,
         })
     }
 }
@@ -216,6 +269,8 @@ pub(super) struct ExecPointers {
     pub(super) prog: libc::sock_fprog,
     /// The init's own allow-list (see [`ChildImage`]'s `init_filter`).
     pub(super) init_prog: libc::sock_fprog,
+    /// The front end's filters and their `seccomp(2)` flags.
+    pub(super) extra: Vec<(libc::sock_fprog, u32)>,
 }
 
 /// The child's view after fork: its instructions, their pointers, and its descriptors.

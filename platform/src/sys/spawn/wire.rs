@@ -31,6 +31,8 @@ pub enum ChildStage {
     Capabilities,
     /// Waiting on the start gate.
     Gate,
+    /// Installing the front end's own filters ([`crate::ExtraFilter`]).
+    ExtraFilter,
 }
 
 /// Why the child did not reach the guest program.
@@ -82,6 +84,7 @@ impl ChildStage {
             ChildStage::User => 7,
             ChildStage::Capabilities => 8,
             ChildStage::Gate => 9,
+            ChildStage::ExtraFilter => 10,
         }
     }
 
@@ -103,6 +106,7 @@ impl ChildStage {
             Self::User,
             Self::Capabilities,
             Self::Gate,
+            Self::ExtraFilter,
         ]
         .into_iter()
         .find(|s| s.code() == c)
