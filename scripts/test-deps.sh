@@ -15,6 +15,7 @@ PKGS=(
   debootstrap skopeo umoci             # real trees and images made by real tools: real_trees.rs
   debian-archive-keyring               # the keys debootstrap checks bullseye's Release file with
   podman runc conmon                   # a real engine calling compatrun as its runtime: oci.rs
+  libseccomp-dev                       # builds compatrun: OCI seccomp profiles (src/oci/seccomp.rs)
 )
 
 missing=()

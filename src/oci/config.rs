@@ -70,6 +70,10 @@ pub struct Container {
     pub platform: String,
     /// The config's annotations.
     pub annotations: BTreeMap<String, String>,
+    /// `linux.seccomp`, compiled.
+    pub seccomp: Vec<platform::ExtraFilter>,
+    /// System call names in `linux.seccomp` that libseccomp does not know (skipped).
+    pub seccomp_skipped: Vec<String>,
 }
 
 /// Capability names in number order (linux/capability.h).
@@ -178,9 +182,24 @@ pub fn capabilities(process: &oci_spec::runtime::Process) -> anyhow::Result<Opti
     })
 }
 
+/// `linux.seccomp` compiled into the filter the container's processes install, and the
+/// system call names libseccomp does not know (skipped).
+pub fn seccomp(spec: &Spec) -> anyhow::Result<(Vec<platform::ExtraFilter>, Vec<String>)> {
+    match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        None => Ok((Vec::new(), Vec::new())),
+        Some(s) => super::seccomp::compile(s).map(|(f, skipped)| (vec![f], skipped)),
+    }
+}
+
 /// Reads `bundle/config.json`.
 pub fn load(bundle: &Path) -> anyhow::Result<Spec> {
     let path = bundle.join("config.json");
+    // Fields whose bad values the parser would not name are checked on the raw JSON.
+    if let Ok(raw) = std::fs::read(&path) {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&raw) {
+            super::seccomp::check_raw(&v).with_context(|| format!("{}", path.display()))?;
+        }
+    }
     Spec::load(&path).with_context(|| format!("{}", path.display()))
 }
 
@@ -293,6 +312,7 @@ pub fn translate(
             "readonlyPaths",
             "sysctl",
             "rootfsPropagation",
+            "seccomp",
         ],
         "linux",
     )?;
@@ -367,6 +387,7 @@ pub fn translate(
         .unwrap_or_default()
         .into_iter()
         .collect();
+    let (seccomp, seccomp_skipped) = seccomp(spec)?;
     let persona = annotations
         .get(PERSONA_ANNOTATION)
         .cloned()
@@ -399,5 +420,7 @@ pub fn translate(
         persona,
         platform: platform_name,
         annotations,
+        seccomp,
+        seccomp_skipped,
     })
 }

@@ -121,6 +121,8 @@ pub fn exec(
     }
     let mnt = std::fs::File::open(format!("/proc/{}/ns/mnt", r.pid))
         .context("the container's mount namespace")?;
+    // The container's seccomp profile holds for every process in it, as under runc.
+    let (seccomp, _) = super::config::seccomp(&super::config::load(&r.bundle)?)?;
     let (mut sentry, nofile) = super::supervisor::sentry_for(&r.persona)?;
     let user = process.user();
     let caps = super::config::capabilities(&process)?;
@@ -144,6 +146,7 @@ pub fn exec(
         .groups(user.additional_gids().clone().unwrap_or_default())
         .capabilities(caps)
         .nofile_soft(nofile)
+        .extra_filters(seccomp)
         .pid_ns(false)
         .join_mount_ns(
             mnt.as_raw_fd(),

@@ -142,6 +142,12 @@ fn create_in(
     let spec = config::load(&bundle)?;
     let c = config::translate(&spec, &bundle, id, &g.kernel_persona, &g.platform)?;
     let hooks = hooks(&spec)?;
+    if !c.seccomp_skipped.is_empty() {
+        log::warn!(
+            "linux.seccomp: system calls unknown to libseccomp skipped: {}",
+            c.seccomp_skipped.join(", ")
+        );
+    }
     if console_socket.is_some() {
         bail!("--console-socket (process.terminal) is not supported by compatrun yet");
     }
@@ -451,7 +457,7 @@ pub fn features() -> anyhow::Result<()> {
             "namespaces": ["pid", "mount", "network", "ipc", "uts", "cgroup"],
             "capabilities": super::config::capability_names(),
             "cgroup": {"v1": true, "v2": true, "systemd": false},
-            "seccomp": {"enabled": false},
+            "seccomp": super::seccomp::features(),
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false}
         },

@@ -12,6 +12,7 @@ mod config;
 mod exec;
 mod lifecycle;
 mod mounts;
+mod seccomp;
 mod state;
 mod supervisor;
 

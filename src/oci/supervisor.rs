@@ -212,6 +212,7 @@ fn run(
         .capabilities(c.caps)
         .nofile_soft(nofile)
         .start_gate(Some(gate_r.as_raw_fd()))
+        .extra_filters(c.seccomp.clone())
         .root(RootFs {
             dir: c.tree.clone(),
             layout: c.layout.clone(),
