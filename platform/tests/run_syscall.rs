@@ -69,6 +69,7 @@ fn command(script: &str) -> GuestCommand {
         capabilities: None,
         start_gate: None,
         join_mount_ns: None,
+        extra_filters: Vec::new(),
     }
 }
 
