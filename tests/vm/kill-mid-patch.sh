@@ -6,11 +6,12 @@
 #
 # Usage: kill-mid-patch.sh kill|cont PROGRAM [ARGS...]
 #
-# kill: what compatrun logged up to the stop, the site's bytes in the stopped guest
-#       (read through /proc/PID/mem), the state of every compatrun and guest process
-#       while stopped, the exit status, the processes left after the kill, the mounts,
-#       files and directories that differ from before the run, whether PROGRAM's file
-#       changed, and then a second run's output (no hook, same VM boot).
+# kill: (the run asks for a --report) what compatrun logged up to the stop, the site's
+#       bytes in the stopped guest (read through /proc/PID/mem), the state of every
+#       compatrun and guest process while stopped, the exit status, the processes left
+#       after the kill, the mounts, files and directories that differ from before the
+#       run, whether PROGRAM's file changed, and then a second run's output (no hook,
+#       same VM boot).
 # cont: compatrun's output and status when the stopped patch is let go on.
 set -u
 mode=$1
@@ -40,7 +41,12 @@ watched() {
 before=$(snapshot | sort)
 sum=$(md5sum <"$prog")
 mkdir -p "$state"
-COMPATRUN_TEST_STOP_MID_PATCH=1 ./compatrun --log debug -k rhel6 -- "$@" \
+# Killed, the run asks for a report too: no report, and no temporary file of one, may
+# be left (compatrun writes it when the run ends, through a file renamed into place).
+report=""
+[ "$mode" = kill ] && report="--report /tmp/kill-mid-patch.json"
+# shellcheck disable=SC2086 # $report is two words or none
+COMPATRUN_TEST_STOP_MID_PATCH=1 ./compatrun --log debug -k rhel6 $report -- "$@" \
   >"$state/out" 2>"$state/log" &
 pid=$!
 n=0

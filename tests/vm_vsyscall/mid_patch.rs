@@ -81,8 +81,8 @@ fn summary(lines: &[&str], out: &str) -> (u64, u64, u64) {
 
 /// Killed while a call site is patched: the guest (every thread stopped for the patch,
 /// the site half rewritten in its memory) does not go on, nothing is left (processes,
-/// mounts, files or directories in /, /tmp, /run, /mnt, /dev, /work, /root), the
-/// program's file is as it was, and the next run in the same boot patches the site and
+/// mounts, files or directories in /, /tmp, /run, /mnt, /dev, /work, /root; the run's
+/// `--report` file, or a temporary one, among them), the program's file is as it was, and the next run in the same boot patches the site and
 /// answers right. Let go on from the same stop instead, the patch is finished and the
 /// run is right: the hook itself changes nothing.
 #[test]
