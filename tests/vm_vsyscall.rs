@@ -132,12 +132,13 @@ struct Step {
 
 /// Boots the VM once with `vsyscall` (the static fixture), compatrun (with its
 /// libraries) and `adds` (`(host path, name)`) in /work, runs each `(name, shell
-/// command)` in order and returns every step's output and status.
+/// command)` in order and returns every step's output and status, or why the VM run
+/// failed.
 fn boot_with(
     test: &str,
     steps: &[(&str, &str)],
     adds: &[(PathBuf, &str)],
-) -> HashMap<String, Step> {
+) -> Result<HashMap<String, Step>, String> {
     let vsyscall = static_fixture();
     let mut script = String::new();
     for (name, cmd) in steps {
@@ -168,13 +169,14 @@ fn boot_with(
         "{test}: VM boot+run {vm} (whole rig call {:.1}s)",
         took.as_secs_f64()
     ));
-    assert_eq!(
-        run.status,
-        0,
-        "the VM run failed (its last step's status, or 124/125 from the rig):\n{}\n{}",
-        run.out(),
-        run.err()
-    );
+    if run.status != 0 {
+        return Err(format!(
+            "the VM run failed with {} (its last step's status, or 124/125 from the rig):\n{}\n{}",
+            run.status,
+            run.out(),
+            run.err()
+        ));
+    }
     let out = run.out();
     let mut found = HashMap::new();
     let mut lines = out.lines();
@@ -193,13 +195,13 @@ fn boot_with(
             body.push_str(l);
             body.push('\n');
         }
-        let status = status.unwrap_or_else(|| panic!("step {name} did not finish:\n{out}"));
+        let status = status.ok_or_else(|| format!("step {name} did not finish:\n{out}"))?;
         found.insert(name.to_owned(), Step { out: body, status });
     }
-    for (name, _) in steps {
-        assert!(found.contains_key(*name), "step {name} missing:\n{out}");
+    if let Some((name, _)) = steps.iter().find(|(n, _)| !found.contains_key(*n)) {
+        return Err(format!("step {name} missing:\n{out}"));
     }
-    found
+    Ok(found)
 }
 
 /// The fixture natively: SIGSEGV at the first call, nothing returned.
@@ -228,7 +230,7 @@ fn rig_boots_with_vsyscall_none_and_runs_compatrun() {
         skip(TEST, &reason);
         return;
     }
-    let s = &shared_boot().steps;
+    let s = shared_boot().steps();
     assert!(
         s["cmdline"]
             .out
@@ -242,10 +244,18 @@ fn rig_boots_with_vsyscall_none_and_runs_compatrun() {
     assert_eq!(s["uname"].out.trim(), "2.6.32", "{:?}", s["uname"]);
 }
 
-/// The steps of the boot most tests here share, and whether the wheezy tree was there.
+/// The steps of the boot the tests here share (or why it failed, kept so that the other
+/// tests do not boot again), and whether the wheezy tree was there.
 struct Shared {
-    steps: HashMap<String, Step>,
+    booted: Result<HashMap<String, Step>, String>,
     wheezy: bool,
+}
+
+impl Shared {
+    /// Every step's output and status; panics if the boot failed.
+    fn steps(&self) -> &HashMap<String, Step> {
+        self.booted.as_ref().unwrap_or_else(|why| panic!("{why}"))
+    }
 }
 
 /// Boots the VM once for every test that checks a part of it (the first to ask boots;
@@ -294,12 +304,12 @@ fn shared_boot() -> &'static Shared {
         if wheezy.is_some() {
             steps.extend_from_slice(PERL_STEPS);
         }
-        let steps = boot_with("shared_boot", &steps, &adds);
+        let booted = boot_with("shared_boot", &steps, &adds);
         if let Some(tree) = &wheezy {
             let _ = std::fs::remove_dir_all(tree);
         }
         Shared {
-            steps,
+            booted,
             wheezy: wheezy.is_some(),
         }
     })
@@ -318,7 +328,7 @@ fn compatrun_emulates_the_vsyscall_page_under_vsyscall_none() {
         return;
     }
     let shared = shared_boot();
-    let s = &shared.steps;
+    let s = shared.steps();
     if shared.wheezy {
         check_perl(s);
     } else {

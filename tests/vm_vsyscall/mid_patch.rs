@@ -95,7 +95,7 @@ fn killed_while_a_call_site_is_patched() {
         skip(TEST, &reason);
         return;
     }
-    let s: &HashMap<String, Step> = &shared_boot().steps;
+    let s: &HashMap<String, Step> = shared_boot().steps();
     let k = &s["kill-mid-patch"];
     let out = &k.out;
     assert_eq!(k.status, 0, "the script failed:\n{out}");
