@@ -15,6 +15,9 @@ use super::cli::OciCli;
 use super::state::{Dir, Status};
 use crate::guest::GuestBuilder;
 
+/// The name prefix of the process file a detached exec hands its helper.
+const EXEC_COPY: &str = "exec-process-";
+
 /// What to run.
 #[derive(Debug)]
 pub struct Request<'a> {
@@ -37,7 +40,11 @@ pub fn exec(
     detach: bool,
     pid_file: Option<&Path>,
 ) -> anyhow::Result<u8> {
-    let r = Dir::open(&g.root, req.id)?.load()?;
+    let (state_dir, r) = {
+        // Not locked any longer than this: kill and delete must work while it runs.
+        let dir = Dir::open(&g.root, req.id)?;
+        (dir.path.clone(), dir.load()?)
+    };
     if r.status() != Status::Running {
         bail!("container {} is not running", req.id);
     }
@@ -45,7 +52,20 @@ pub fn exec(
         let mut cmd = Command::new(std::env::current_exe().context("compatrun's own path")?);
         cmd.args(super::lifecycle::global_args(g)).arg("exec");
         if let Some(p) = req.process {
-            cmd.arg("--process").arg(p);
+            // The engine removes its file once exec returns (the containerd shim does):
+            // the helper gets a copy in the container's state directory, checked here.
+            let text = std::fs::read(p).with_context(|| format!("--process {}", p.display()))?;
+            serde_json::from_slice::<oci_spec::runtime::Process>(&text)
+                .with_context(|| format!("--process {}", p.display()))?;
+            let copy = state_dir.join(format!(
+                "{EXEC_COPY}{}-{}.json",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ));
+            std::fs::write(&copy, text).with_context(|| format!("{}", copy.display()))?;
+            cmd.arg("--process").arg(copy);
         }
         if let Some(c) = req.cwd {
             cmd.arg("--cwd").arg(c);
@@ -64,6 +84,13 @@ pub fn exec(
     let process: oci_spec::runtime::Process = match req.process {
         Some(p) => {
             let f = std::fs::File::open(p).with_context(|| format!("--process {}", p.display()))?;
+            if p.parent() == Some(state_dir.as_path())
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(EXEC_COPY))
+            {
+                // The copy a detached exec made for this helper.
+                let _ = std::fs::remove_file(p);
+            }
             serde_json::from_reader(f).with_context(|| format!("--process {}", p.display()))?
         }
         None => {
