@@ -125,12 +125,12 @@ pub fn plan(
 }
 
 /// The cgroup directories of `plan` on this host: (hierarchy root is v2, directory).
-fn dirs(plan: &CgroupPlan) -> Vec<(bool, PathBuf)> {
+pub(super) fn dirs(plan: &CgroupPlan) -> Vec<(bool, PathBuf)> {
     let base = Path::new("/sys/fs/cgroup");
     if base.join("cgroup.controllers").exists() {
         return vec![(true, base.join(&plan.path))];
     }
-    let mut out: Vec<(bool, PathBuf)> = ["pids", "memory", "cpu", "devices"]
+    let mut out: Vec<(bool, PathBuf)> = ["pids", "memory", "cpu", "devices", "freezer"]
         .iter()
         .map(|c| base.join(c))
         .filter(|d| d.join("cgroup.procs").exists())
@@ -152,57 +152,78 @@ pub fn enter(plan: &CgroupPlan) -> anyhow::Result<()> {
     let pid = std::process::id().to_string();
     for (v2, dir) in dirs(plan) {
         std::fs::create_dir_all(&dir).with_context(|| format!("cgroup: {}", dir.display()))?;
-        let has = |f: &str| dir.join(f).exists();
-        if let Some(n) = plan.pids.filter(|_| has("pids.max")) {
-            write(
-                &dir,
-                "pids.max",
-                &if n > 0 { n.to_string() } else { "max".into() },
-            )?;
-        }
-        if let Some(m) = plan.memory {
-            if v2 && has("memory.max") {
-                write(&dir, "memory.max", &m.to_string())?;
-            } else if has("memory.limit_in_bytes") {
-                write(&dir, "memory.limit_in_bytes", &m.to_string())?;
-            }
-        }
-        if let Some(s) = plan.cpu_shares {
-            if v2 && has("cpu.weight") {
-                // runc's conversion of shares (2..262144) to weight (1..10000).
-                let w = 1 + ((s.clamp(2, 262_144) - 2) * 9999) / 262_142;
-                write(&dir, "cpu.weight", &w.to_string())?;
-            } else if has("cpu.shares") {
-                write(&dir, "cpu.shares", &s.to_string())?;
-            }
-        }
-        if let Some((q, period)) = plan.cpu_quota {
-            if v2 && has("cpu.max") {
-                let q = if q > 0 { q.to_string() } else { "max".into() };
-                write(&dir, "cpu.max", &format!("{q} {period}"))?;
-            } else if has("cpu.cfs_quota_us") {
-                write(&dir, "cpu.cfs_period_us", &period.to_string())?;
-                write(&dir, "cpu.cfs_quota_us", &q.to_string())?;
-            }
-        }
-        if !plan.devices.is_empty() && has("devices.allow") {
-            for (allow, rule) in &plan.devices {
-                write(
-                    &dir,
-                    if *allow {
-                        "devices.allow"
-                    } else {
-                        "devices.deny"
-                    },
-                    rule,
-                )?;
-            }
-            for rule in DEFAULT_ALLOW {
-                write(&dir, "devices.allow", rule)?;
-            }
-        }
+        limits(plan, v2, &dir)?;
         write(&dir, "cgroup.procs", &pid)?;
     }
+    check_controllers(plan)
+}
+
+/// Writes new limits into an existing container's cgroup (`update`).
+pub fn update(plan: &CgroupPlan) -> anyhow::Result<()> {
+    for (v2, dir) in dirs(plan) {
+        if dir.exists() {
+            limits(plan, v2, &dir)?;
+        }
+    }
+    check_controllers(plan)
+}
+
+/// Writes `plan`'s limits into one hierarchy's directory.
+fn limits(plan: &CgroupPlan, v2: bool, dir: &Path) -> anyhow::Result<()> {
+    let has = |f: &str| dir.join(f).exists();
+    if let Some(n) = plan.pids.filter(|_| has("pids.max")) {
+        write(
+            dir,
+            "pids.max",
+            &if n > 0 { n.to_string() } else { "max".into() },
+        )?;
+    }
+    if let Some(m) = plan.memory {
+        if v2 && has("memory.max") {
+            write(dir, "memory.max", &m.to_string())?;
+        } else if has("memory.limit_in_bytes") {
+            write(dir, "memory.limit_in_bytes", &m.to_string())?;
+        }
+    }
+    if let Some(s) = plan.cpu_shares {
+        if v2 && has("cpu.weight") {
+            // runc's conversion of shares (2..262144) to weight (1..10000).
+            let w = 1 + ((s.clamp(2, 262_144) - 2) * 9999) / 262_142;
+            write(dir, "cpu.weight", &w.to_string())?;
+        } else if has("cpu.shares") {
+            write(dir, "cpu.shares", &s.to_string())?;
+        }
+    }
+    if let Some((q, period)) = plan.cpu_quota {
+        if v2 && has("cpu.max") {
+            let q = if q > 0 { q.to_string() } else { "max".into() };
+            write(dir, "cpu.max", &format!("{q} {period}"))?;
+        } else if has("cpu.cfs_quota_us") {
+            write(dir, "cpu.cfs_period_us", &period.to_string())?;
+            write(dir, "cpu.cfs_quota_us", &q.to_string())?;
+        }
+    }
+    if !plan.devices.is_empty() && has("devices.allow") {
+        for (allow, rule) in &plan.devices {
+            write(
+                dir,
+                if *allow {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                },
+                rule,
+            )?;
+        }
+        for rule in DEFAULT_ALLOW {
+            write(dir, "devices.allow", rule)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses limits this host has no controller for.
+fn check_controllers(plan: &CgroupPlan) -> anyhow::Result<()> {
     let missing = |what: &str, set: bool, file: &str| -> anyhow::Result<()> {
         if set && !dirs(plan).iter().any(|(_, d)| d.join(file).exists()) {
             bail!("linux.resources.{what}: this host has no cgroup controller for it");

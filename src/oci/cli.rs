@@ -170,6 +170,24 @@ pub enum OciCommand {
         #[arg(trailing_var_arg = true)]
         command: Vec<String>,
     },
+    /// Freeze a running container (its cgroup).
+    Pause {
+        /// The container id.
+        id: String,
+    },
+    /// Thaw a paused container.
+    Resume {
+        /// The container id.
+        id: String,
+    },
+    /// New resource limits for a running container.
+    Update {
+        /// The container id.
+        id: String,
+        /// A `linux.resources` JSON object, from this file or `-` (stdin).
+        #[arg(short, long, value_name = "FILE")]
+        resources: Option<PathBuf>,
+    },
     /// The processes of a container.
     Ps {
         /// The container id.

@@ -309,12 +309,23 @@ pub fn kill_cmd(g: &OciCli, id: &str, signal: &str, all: bool) -> anyhow::Result
     } else {
         kill(Pid::from_raw(r.pid), sig).with_context(|| format!("kill {id}"))?;
     }
+    if sig == Signal::SIGKILL {
+        if let Some(cg) = &r.cgroup {
+            // As runc: SIGKILL ends a paused container too (its processes, and the
+            // supervisor that reports the exit, are thawed to die).
+            super::pause::thaw(cg)?;
+        }
+    }
     Ok(())
 }
 
 /// Ends a container: its first process, then (once the namespace is empty) the
 /// supervisor.
 fn stop(r: &Record) {
+    if let Some(cg) = &r.cgroup {
+        // A paused container's processes die only once thawed.
+        let _ = super::pause::thaw(cg);
+    }
     let _ = kill(Pid::from_raw(r.pid), Signal::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(10);
     while state::alive(r.supervisor, r.supervisor_start) && Instant::now() < deadline {
@@ -330,6 +341,12 @@ fn stop(r: &Record) {
 
 /// `delete`.
 pub fn delete(g: &OciCli, id: &str, force: bool) -> anyhow::Result<()> {
+    state::check_id(id)?;
+    if force && !g.root.join(id).is_dir() {
+        // As runc: `delete --force` of a container that is gone already succeeds (the
+        // containerd shim deletes, then deletes with --force when it cleans up).
+        return Ok(());
+    }
     let dir = Dir::open(&g.root, id)?;
     let Ok(r) = dir.load() else {
         // What an interrupted create left.
@@ -374,7 +391,11 @@ pub fn delete(g: &OciCli, id: &str, force: bool) -> anyhow::Result<()> {
 pub fn state_cmd(g: &OciCli, id: &str) -> anyhow::Result<()> {
     let dir = Dir::open(&g.root, id)?;
     let r = dir.load()?;
-    println!("{}", serde_json::to_string_pretty(&r.to_json())?);
+    let mut st = r.to_json();
+    if r.status() == Status::Running && r.cgroup.as_deref().is_some_and(super::pause::frozen) {
+        st["status"] = "paused".into();
+    }
+    println!("{}", serde_json::to_string_pretty(&st)?);
     Ok(())
 }
 

@@ -12,6 +12,7 @@ mod config;
 mod exec;
 mod lifecycle;
 mod mounts;
+mod pause;
 mod seccomp;
 mod state;
 mod supervisor;
@@ -89,10 +90,14 @@ fn init_logging(g: &OciCli) {
 /// Runs one runtime command; the exit status is 0, the container's (run, exec), or
 /// non-zero with the error in the log (and on stderr).
 pub fn main(args: Vec<OsString>) -> ExitCode {
+    let args_copy = args.clone();
     let g = match OciCli::try_parse_from(args) {
         Ok(g) => g,
         Err(e) => {
             let code = if e.use_stderr() { 125 } else { 0 };
+            if e.use_stderr() {
+                log_usage_error(&args_copy, &e.to_string());
+            }
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -107,6 +112,39 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             }
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// A command line compatrun cannot parse (an unknown command or flag) is reported in
+/// `--log` too when that flag can be found, in its format: engines (the containerd shim)
+/// read the error from there.
+fn log_usage_error(args: &[OsString], msg: &str) {
+    let value = |flag: &str| {
+        let eq = format!("{flag}=");
+        args.iter().enumerate().find_map(|(i, a)| {
+            let a = a.to_str()?;
+            if a == flag {
+                args.get(i + 1).cloned()
+            } else {
+                a.strip_prefix(&eq).map(OsString::from)
+            }
+        })
+    };
+    let Some(log) = value("--log") else {
+        return;
+    };
+    let msg = msg.lines().next().unwrap_or(msg).trim();
+    let line = if value("--log-format").is_some_and(|f| f == "json") {
+        serde_json::json!({"level": "error", "msg": msg, "time": state::now_rfc3339()}).to_string()
+    } else {
+        format!("compatrun: error: {msg}")
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = writeln!(f, "{line}");
     }
 }
 
@@ -181,6 +219,9 @@ fn dispatch(g: &OciCli) -> anyhow::Result<u8> {
             };
             return exec::exec(g, &req, *detach, pid_file.as_deref());
         }
+        OciCommand::Pause { id } => pause::pause(g, id)?,
+        OciCommand::Resume { id } => pause::resume(g, id)?,
+        OciCommand::Update { id, resources } => pause::update(g, id, resources.as_deref())?,
         OciCommand::Ps { id, format } => lifecycle::ps(g, id, format)?,
         OciCommand::List { format, quiet } => lifecycle::list(g, format, *quiet)?,
         OciCommand::Spec { bundle } => lifecycle::spec_cmd(bundle)?,
