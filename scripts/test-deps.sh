@@ -16,6 +16,7 @@ PKGS=(
   debian-archive-keyring               # the keys debootstrap checks bullseye's Release file with
   podman runc conmon                   # a real engine calling compatrun as its runtime: oci.rs
   libseccomp-dev                       # builds compatrun: OCI seccomp profiles (src/oci/seccomp.rs)
+  containerd                           # containerd and its runc shim calling compatrun: oci_containerd.rs
 )
 
 missing=()
