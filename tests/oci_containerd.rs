@@ -257,6 +257,20 @@ fn ctr_runs_an_imported_image_under_a_persona() {
     assert_eq!(out.status, 0, "{}", out.err());
     assert_eq!(out.out(), format!("{RHEL6}\n{RHEL6}\n"));
 
+    // A container compatrun refuses: the shim reads the reason from the runtime's
+    // --log (JSON) and ctr shows it.
+    let out = run(
+        &[
+            "--rm",
+            "--annotation",
+            "run.compatrun.persona=no-such-persona",
+        ],
+        "refused",
+        &["true"],
+    );
+    assert_ne!(out.status, 0);
+    assert!(out.err().contains("no-such-persona"), "{}", out.err());
+
     // Detached: exec (under the same persona), pause, resume, update, kill, delete, rm.
     let id = "detached";
     let out = run(
