@@ -2,8 +2,8 @@
 //! i386), the real trees the suite builds (busybox, bullseye) and the wheezy tree
 //! (COMPATRUN_OLD_ROOTFS), compared file by file with what `objdump -d` shows; bad input.
 //!
-//! The scan does not depend on the platform, so the tree tests run on the ptrace suite
-//! run only (skipping visibly on the other).
+//! The scan does not depend on the platform, so the tree tests run in the suite's first
+//! pass only (skipping visibly in the other, `common::platform_independent`).
 
 mod common;
 
@@ -132,16 +132,9 @@ fn compare_with_objdump(report: &Value, root: &Path, every: usize) -> usize {
     compared
 }
 
-/// The scan's tree tests run once (on the ptrace suite run).
+/// The scan's tree tests run once per suite run (its first pass).
 fn once(test: &str) -> bool {
-    if common::platform() == "seccomp" {
-        skip(
-            test,
-            "the scan does not depend on the platform; it runs on the ptrace suite run",
-        );
-        return false;
-    }
-    true
+    common::platform_independent(test)
 }
 
 #[test]
