@@ -1,8 +1,9 @@
 //! Compiles an [`InterceptSpec`] into one classic-BPF seccomp program.
 //!
-//! The program reads only `seccomp_data.arch` and `seccomp_data.nr`, never the instruction
-//! pointer or arguments, so the kernel's per-filter action cache (Linux 5.11+) can answer
-//! every always-allowed number without running the program at all. Per ABI, the numbers
+//! The program reads only `seccomp_data.arch` and `seccomp_data.nr` (the instruction
+//! pointer and arguments only for the few numbers an exception or an [`ArgCatch`] names),
+//! so the kernel's per-filter action cache (Linux 5.11+) can answer every other
+//! always-allowed number without running the program at all. Per ABI, the numbers
 //! are grouped into ranges with one rule each and searched with a balanced tree of
 //! `jge`, so a call costs O(log ranges) instructions. Unknown architectures kill the
 //! process: nothing slips past.
@@ -12,6 +13,7 @@
 //! i386 together, and `SECCOMP_RET_USER_NOTIF`.
 
 pub mod allow;
+pub mod strict;
 
 use crate::contract::{Arch, InterceptSpec, Rule};
 
@@ -39,6 +41,27 @@ pub const RET_ALLOW: u32 = 0x7fff_0000;
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
 const OFF_IP: u32 = 8;
+const OFF_ARGS: u32 = 16;
+
+/// One x86_64 call caught only with given argument values (every other call of that
+/// number gets the spec's rule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgCatch {
+    /// The x86_64 number.
+    pub nr: u32,
+    /// `(argument index, value)` pairs that must all hold; a value of `u32` type is
+    /// compared in the low 32 bits only (as the kernel reads an `int` argument).
+    pub args: &'static [(usize, ArgValue)],
+}
+
+/// A value an [`ArgCatch`] compares an argument with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgValue {
+    /// The low 32 bits (an `int` or `unsigned int` parameter).
+    Low32(u32),
+    /// All 64 bits (a `long` or pointer parameter).
+    Full(u64),
+}
 
 // BPF opcodes (linux/bpf_common.h).
 const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
@@ -175,9 +198,22 @@ fn emit_tree(ranges: &[(u32, u32)], out: &mut Vec<Insn>) {
 /// Layout: check the architecture (kill on anything but x86_64 and i386); for x86_64,
 /// split x32 numbers off by their bit; then one range search per ABI.
 pub fn compile(spec: &InterceptSpec, catch: CatchAction) -> Vec<Insn> {
+    compile_with(spec, catch, &[])
+}
+
+/// [`compile`], with `arg_catches` caught (as [`Rule::Catch`] on x86_64) before the
+/// spec's rules apply.
+pub fn compile_with(
+    spec: &InterceptSpec,
+    catch: CatchAction,
+    arg_catches: &[ArgCatch],
+) -> Vec<Insn> {
     let mut x86_64 = vec![stmt(BPF_LD_W_ABS, OFF_NR)];
     for &(nr, ip) in &spec.allow_from_ip {
         push_ip_exception(&mut x86_64, nr, ip);
+    }
+    for c in arg_catches {
+        push_arg_catch(&mut x86_64, c, ret_value(Rule::Catch, Arch::X86_64, catch));
     }
     let mut x64_tree = Vec::new();
     emit_tree(&ranges(spec, Arch::X86_64, catch), &mut x64_tree);
@@ -222,6 +258,40 @@ fn push_ip_exception(out: &mut Vec<Insn>, nr: u32, ip: u64) {
     ]);
 }
 
+/// Pushes "x86_64 call `c.nr` with `c.args`: return `ret`". Only calls numbered `c.nr`
+/// read an argument. Expects the number in the accumulator and leaves it there.
+fn push_arg_catch(out: &mut Vec<Insn>, c: &ArgCatch, ret: u32) {
+    let mut body = Vec::new();
+    for &(index, value) in c.args {
+        let off = OFF_ARGS + 8 * u32::try_from(index).unwrap_or(u32::MAX);
+        #[allow(clippy::cast_possible_truncation)] // the two halves of a 64-bit value
+        let halves = match value {
+            ArgValue::Low32(v) => vec![(off, v)],
+            ArgValue::Full(v) => vec![(off, v as u32), (off + 4, (v >> 32) as u32)],
+        };
+        for (off, v) in halves {
+            body.push(stmt(BPF_LD_W_ABS, off));
+            body.push(jump(BPF_JMP_JEQ_K, v, 0, 0)); // jf patched below
+        }
+    }
+    body.push(stmt(BPF_RET_K, ret));
+    // Every failed comparison goes to the `ld nr` after the body.
+    let len = body.len();
+    for (i, insn) in body.iter_mut().enumerate() {
+        if insn.code == BPF_JMP_JEQ_K {
+            insn.jf = u8::try_from(len - i - 1).unwrap_or(u8::MAX);
+        }
+    }
+    out.push(jump(
+        BPF_JMP_JEQ_K,
+        c.nr,
+        0,
+        u8::try_from(len).unwrap_or(u8::MAX),
+    ));
+    out.extend(body);
+    out.push(stmt(BPF_LD_W_ABS, OFF_NR));
+}
+
 /// Pushes "if cond jump over `then_len` instructions that follow, to what comes after".
 /// The taken branch skips the next `then_len` instructions.
 fn push_branch(out: &mut Vec<Insn>, code: u16, k: u32, then_len: usize) {
@@ -242,6 +312,11 @@ fn push_branch(out: &mut Vec<Insn>, code: u16, k: u32, then_len: usize) {
 ///
 /// Returns `None` for a malformed program (a jump out of range, an unknown opcode).
 pub fn evaluate(prog: &[Insn], arch: u32, nr: u32, ip: u64) -> Option<u32> {
+    evaluate_call(prog, arch, nr, ip, &[u64::MAX; 6])
+}
+
+/// [`evaluate`] with the call's arguments (where [`evaluate`] passes all ones).
+pub fn evaluate_call(prog: &[Insn], arch: u32, nr: u32, ip: u64, args: &[u64; 6]) -> Option<u32> {
     let mut acc: u32 = 0;
     let mut pc: usize = 0;
     loop {
@@ -256,6 +331,16 @@ pub fn evaluate(prog: &[Insn], arch: u32, nr: u32, ip: u64) -> Option<u32> {
                     OFF_IP => ip as u32,
                     #[allow(clippy::cast_possible_truncation)]
                     k if k == OFF_IP + 4 => (ip >> 32) as u32,
+                    k if (OFF_ARGS..OFF_ARGS + 48).contains(&k) && k % 4 == 0 => {
+                        let word = usize::try_from((k - OFF_ARGS) / 4).ok()?;
+                        let arg = args[word / 2];
+                        #[allow(clippy::cast_possible_truncation)]
+                        if word % 2 == 0 {
+                            arg as u32
+                        } else {
+                            (arg >> 32) as u32
+                        }
+                    }
                     _ => return None,
                 }
             }

@@ -57,7 +57,9 @@ pub(crate) fn launch<A>(
         ));
     }
     (plan.decl.available)().map_err(|msg| unsupported("use the chosen platform", msg))?;
-    let prog = filter::compile(spec, plan.catch);
+    // Strict-mode requests too: compatrun's filter makes the kernel refuse them
+    // (see `filter::strict`).
+    let prog = filter::compile_with(spec, plan.catch, &filter::strict::requests(spec));
     let mut image = ChildImage::new(cmd, prog, !sys::has_cap_sys_admin()).map_err(|source| {
         PlatformError::Spawn {
             op: "prepare",

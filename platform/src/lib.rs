@@ -28,6 +28,7 @@ pub mod program;
 pub mod ptrace;
 pub mod rootfs;
 pub mod seccomp;
+mod strict;
 pub mod sys;
 
 pub use backend::{choose, Capabilities, Choice, Declaration, Platform, RunNeeds};

@@ -49,7 +49,7 @@ fn failed(op: &'static str) -> impl Fn(Errno) -> ThreadOpError {
 }
 
 /// The address of a `syscall` instruction (bytes `0f 05`) in `pid`'s vDSO.
-fn syscall_insn_in_vdso(pid: Pid) -> Option<u64> {
+pub(crate) fn syscall_insn_in_vdso(pid: Pid) -> Option<u64> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     let range = maps
         .lines()
@@ -140,7 +140,7 @@ fn step_through(pid: Pid, at: u64, deferred: &mut Deferred) -> Result<i64, Threa
 }
 
 /// The thread ids of process `tgid` that can still run (not zombies).
-fn live_threads(tgid: i32) -> Result<Vec<Pid>, ThreadOpError> {
+pub(crate) fn live_threads(tgid: i32) -> Result<Vec<Pid>, ThreadOpError> {
     let dir = std::fs::read_dir(format!("/proc/{tgid}/task")).map_err(|_| ThreadOpError::Gone)?;
     Ok(dir
         .filter_map(Result::ok)

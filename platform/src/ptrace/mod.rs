@@ -11,7 +11,7 @@
 pub(crate) mod inject;
 mod tracee;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
@@ -25,7 +25,7 @@ pub use crate::error::TraceError;
 pub use tracee::{PtraceThread, Stopped};
 
 use crate::command::{ExitStatus, GuestCommand};
-use crate::contract::{InterceptSpec, SignalVerdict, Supervisor, Syscall, Verdict};
+use crate::contract::{InterceptSpec, SignalVerdict, Supervisor, Syscall, ThreadOpError, Verdict};
 use crate::declaration::{Capabilities, Declaration};
 use crate::error::PlatformError;
 use crate::filter::{self, CatchAction};
@@ -101,6 +101,7 @@ pub fn run<S: Supervisor>(
         tty: crate::jobctl::open_tty(),
         deferred: inject::Deferred::new(),
         own_rules: (!cmd.extra_filters.is_empty()).then(|| spec.clone()),
+        confined: HashSet::new(),
     };
     // In a pid namespace, being told to end once the first process is gone kills the
     // namespace's init (so everything left), and the run winds up as usual.
@@ -147,6 +148,8 @@ struct Tracer {
     /// With the front end's own filters: compatrun's spec, to tell our trace stops from
     /// theirs (`SECCOMP_RET_TRACE` there), which get ENOSYS as with no tracer at all.
     own_rules: Option<InterceptSpec>,
+    /// Threads in emulated strict seccomp mode (`crate::strict`).
+    confined: HashSet<Pid>,
 }
 
 /// Stop signals: a PTRACE_EVENT_STOP carrying one of them is a group-stop.
@@ -192,6 +195,16 @@ impl Tracer {
                 trace!("[pid {pid}] signal {sig}");
                 self.threads.insert(pid, ThreadState::Running);
                 let mut stopped = Stopped::new(pid);
+                if sig == libc::SIGSYS
+                    && self.confined.contains(&pid)
+                    && crate::strict::is_forbidden_call(pid)
+                {
+                    debug!("[pid {pid}] forbidden call in strict mode: thread ended");
+                    return match crate::strict::end_thread(pid) {
+                        crate::strict::Ending::Killed => Ok(()),
+                        crate::strict::Ending::Exiting => stopped.cont(0),
+                    };
+                }
                 if self.signals.contains(&sig) && self.offer_signal(&mut stopped, sup)? {
                     return stopped.cont(0);
                 }
@@ -222,6 +235,7 @@ impl Tracer {
     ) -> Result<(), TraceError> {
         debug!("[pid {pid}] gone: {status:?}");
         self.threads.remove(&pid);
+        self.confined.remove(&pid);
         sup.exited(pid.as_raw(), status);
         if Some(pid) == self.guest {
             self.root_status = Some(status);
@@ -348,6 +362,11 @@ impl Tracer {
         #[allow(clippy::cast_possible_truncation)] // syscall numbers are 32-bit in seccomp_data
         let nr32 = nr as u32;
         let (arch, nr) = filter::decode(audit_arch, nr32);
+        let call = Syscall { arch, nr, args };
+        // compatrun's filter catches these by their arguments (`filter::strict`).
+        if filter::strict::is_request(&call) {
+            return self.strict_request(stopped, &call);
+        }
         if self
             .own_rules
             .as_ref()
@@ -360,12 +379,36 @@ impl Tracer {
             stopped.skip_with(-i64::from(libc::ENOSYS))?;
             return stopped.cont(0);
         }
-        let call = Syscall { arch, nr, args };
         let verdict = sup.syscall(&mut stopped.guest(), &call);
         trace!("[pid {pid}] {arch} syscall {nr} -> {verdict:?}");
         if let Verdict::Return(value) = verdict {
             stopped.skip_with(value)?;
         }
+        stopped.cont(0)
+    }
+
+    /// A request for strict seccomp mode: the thread is confined instead (see
+    /// `crate::strict`); the request returns 0, or fails as the kernel would refuse it.
+    fn strict_request(&mut self, mut stopped: Stopped, call: &Syscall) -> Result<(), TraceError> {
+        let pid = stopped.pid();
+        let deferred = &mut self.deferred;
+        let result = crate::strict::confine(pid, call, |nr, args| {
+            inject::run_syscall(pid, deferred, nr, args)
+        });
+        let value = match result {
+            Ok(0) => {
+                debug!("[pid {pid}] strict seccomp mode emulated");
+                self.confined.insert(pid);
+                0
+            }
+            Ok(value) => value,
+            Err(ThreadOpError::Gone) => return Err(TraceError::Gone(pid)),
+            Err(e) => {
+                debug!("[pid {pid}] strict seccomp mode refused: {e}");
+                -i64::from(libc::EINVAL)
+            }
+        };
+        stopped.skip_with(value)?;
         stopped.cont(0)
     }
 

@@ -12,21 +12,29 @@
 //! restart cancelled (`orig_rax` = -1); a forwarded call restarts as the kernel restarts
 //! a call a signal interrupted, and so is notified again.
 //!
+//! A thread that asks for strict seccomp mode is held the same way and confined
+//! (`crate::strict`); the worker then keeps it seized for the rest of its life (it can
+//! never fork, clone or exec again, and its allowed calls make no stop). Every
+//! [`WATCH`] it looks for their reports: a forbidden call's SIGSYS ends the thread as
+//! strict mode would; any other signal is delivered untouched, and a group-stop stays a
+//! stop (`PTRACE_LISTEN`).
+//!
 //! ptrace requests must come from the tracing thread, so the worker does all of them; the
 //! supervisor thread hands it jobs and waits for each answer. The worker waits only for
-//! its own tracees (`waitpid` of one thread id), so neither the exec hook's tracee nor
-//! the namespace's init is disturbed.
+//! its own tracees (`__WNOTHREAD`), so neither the exec hook's tracee nor the namespace's
+//! init is disturbed.
 
 use std::collections::HashSet;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use log::debug;
 use nix::errno::Errno;
 use nix::sys::ptrace::{self as nixptrace, Event, Options};
 use nix::unistd::Pid;
 
-use crate::contract::ThreadOpError;
+use crate::contract::{Syscall, ThreadOpError};
 use crate::ptrace::inject::{self, Deferred};
 use crate::ptrace::Stopped;
 use crate::sys::{self, WaitEvent};
@@ -34,10 +42,15 @@ use crate::sys::{self, WaitEvent};
 /// `-ERESTARTSYS`, what a notified call returns when its wait is interrupted.
 const ERESTARTSYS: i64 = -512;
 
-/// What the worker keeps: the threads it holds stopped for a handler.
+/// How often the worker looks for reports of confined threads (only while there are).
+const WATCH: Duration = Duration::from_millis(5);
+
+/// What the worker keeps: the threads it holds stopped for a handler, and the confined
+/// threads it traces.
 #[derive(Debug, Default)]
 pub(super) struct Held {
     threads: HashSet<i32>,
+    confined: HashSet<i32>,
 }
 
 type Job = Box<dyn FnOnce(&mut Held) + Send>;
@@ -58,8 +71,18 @@ impl Worker {
             .spawn(move || {
                 sys::signals::block_forwarded_in_this_thread();
                 let mut held = Held::default();
-                while let Ok(job) = rx.recv() {
-                    job(&mut held);
+                loop {
+                    let job = if held.confined.is_empty() {
+                        rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                    } else {
+                        rx.recv_timeout(WATCH)
+                    };
+                    match job {
+                        Ok(job) => job(&mut held),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                    held.watch();
                 }
                 // The run is over: nothing may stay stopped.
                 for tid in held.threads.drain() {
@@ -97,6 +120,14 @@ impl Worker {
     ) -> Result<i64, ThreadOpError> {
         self.call(move |held| held.run_syscall(tid, call_nr, nr, args))
             .unwrap_or(Err(ThreadOpError::Gone))
+    }
+
+    /// Answers strict-mode request `call` of `tid` (see `crate::strict`): true if it was
+    /// answered (through the registers), false if the thread could not be seized (the
+    /// notification is then still to be answered).
+    pub(super) fn confine(&self, tid: i32, call: Syscall) -> bool {
+        self.call(move |held| held.confine(tid, call))
+            .unwrap_or(false)
     }
 
     /// Ends the hold on `tid`, if the worker holds it: the call returns `value`, or
@@ -150,6 +181,79 @@ impl Held {
             }
         }
         result
+    }
+
+    fn confine(&mut self, tid: i32, call: Syscall) -> bool {
+        let pid = Pid::from_raw(tid);
+        match hold(pid, call.nr) {
+            Ok(()) => {}
+            // Not seized (a debugger in the guest traces it): the listener answers.
+            Err(ThreadOpError::Failed { op: "SEIZE", .. }) => return false,
+            Err(_) => return true,
+        }
+        let mut deferred = Deferred::new();
+        let result = crate::strict::confine(pid, &call, |nr, args| {
+            inject::run_syscall(pid, &mut deferred, nr, args)
+        });
+        match result {
+            Ok(0) => {
+                debug!("[pid {tid}] strict seccomp mode emulated");
+                if answer(pid, 0)
+                    .and_then(|()| sys::ptrace_cont(pid, 0))
+                    .is_ok()
+                {
+                    self.confined.insert(tid);
+                } else {
+                    release(pid, None);
+                }
+            }
+            Ok(value) => release(pid, Some(value)),
+            Err(ThreadOpError::Gone) if !deferred.is_empty() => {}
+            Err(e) => {
+                debug!("[pid {tid}] strict seccomp mode refused: {e}");
+                release(pid, Some(-i64::from(libc::EINVAL)));
+            }
+        }
+        true
+    }
+
+    /// Handles what the confined threads report, without waiting.
+    fn watch(&mut self) {
+        while !self.confined.is_empty() {
+            let flags = libc::__WALL | libc::__WNOTHREAD | libc::WNOHANG;
+            let event = match sys::inject::wait_flags(Pid::from_raw(-1), flags) {
+                Ok(Some(event)) => event,
+                Ok(None) | Err(_) => return,
+            };
+            let pid = event.pid();
+            let tid = pid.as_raw();
+            let resumed = match event {
+                WaitEvent::Exited(..) | WaitEvent::Signaled(..) => {
+                    self.confined.remove(&tid);
+                    self.threads.remove(&tid);
+                    continue;
+                }
+                _ if !self.confined.contains(&tid) => continue, // held: a job resumes it
+                WaitEvent::Stopped(_, libc::SIGSYS) if crate::strict::is_forbidden_call(pid) => {
+                    debug!("[pid {tid}] forbidden call in strict mode: thread ended");
+                    match crate::strict::end_thread(pid) {
+                        crate::strict::Ending::Killed => Ok(()),
+                        crate::strict::Ending::Exiting => sys::ptrace_cont(pid, 0),
+                    }
+                }
+                WaitEvent::Stopped(_, sig) => sys::ptrace_cont(pid, sig),
+                WaitEvent::Event(_, sig, e)
+                    if e == Event::PTRACE_EVENT_STOP as i32
+                        && crate::ptrace::is_stop_signal(sig) =>
+                {
+                    sys::ptrace_listen(pid)
+                }
+                WaitEvent::Event(..) | WaitEvent::Other(_) => sys::ptrace_cont(pid, 0),
+            };
+            if let Err(e) = resumed {
+                debug!("[pid {tid}] confined thread not resumed ({e})");
+            }
+        }
     }
 
     fn finish(&mut self, tid: i32, value: Option<i64>) -> bool {
@@ -211,20 +315,25 @@ fn inject_wait_raw(pid: Pid) -> nix::Result<Option<WaitEvent>> {
     }
 }
 
+/// Makes the call `pid` (stopped by the worker) was held in return `value`, with no
+/// restart.
+fn answer(pid: Pid, value: i64) -> nix::Result<()> {
+    let mut regs = nixptrace::getregs(pid)?;
+    regs.orig_rax = u64::MAX; // no restart
+    #[allow(clippy::cast_sign_loss)] // rax holds a signed result
+    {
+        regs.rax = value as u64;
+    }
+    nixptrace::setregs(pid, regs)
+}
+
 /// Detaches `pid` (stopped by the worker) with its call returning `value`, or, for
 /// `None`, with its registers as they are (a waiting call then restarts). If the thread
 /// left its stop to die, its end is waited for here: left unwaited, a traced thread's
 /// death would never reach its parent.
 fn release(pid: Pid, value: Option<i64>) {
     if let Some(value) = value {
-        if let Ok(mut regs) = nixptrace::getregs(pid) {
-            regs.orig_rax = u64::MAX; // no restart
-            #[allow(clippy::cast_sign_loss)] // rax holds a signed result
-            {
-                regs.rax = value as u64;
-            }
-            let _ = nixptrace::setregs(pid, regs);
-        }
+        let _ = answer(pid, value);
     }
     if Stopped::new(pid).detach(0).is_ok() {
         return;

@@ -275,6 +275,13 @@ fn serve<S: Supervisor>(
             worker: &worker,
             held: false,
         };
+        // Strict seccomp mode is the platform's to emulate (see `crate::strict`).
+        if filter::strict::is_request(&call) {
+            if !worker.confine(n.tid, call) {
+                let _ = notify::respond(listener, n.id, Some(-i64::from(libc::EINVAL)));
+            }
+            continue;
+        }
         let exec = hook.wanted && exec::is_exec(arch, nr);
         // An exec call is the supervisor's only if its spec catches it itself.
         let verdict = if exec && hook.spec.rule_for(arch, nr) != Rule::Catch {

@@ -55,6 +55,12 @@ pub fn set_sigmask(pid: Pid, mask: u64) -> nix::Result<()> {
 /// thread has nothing to report yet.
 pub fn wait_thread(tid: Pid, nohang: bool) -> nix::Result<Option<WaitEvent>> {
     let flags = libc::__WALL | if nohang { libc::WNOHANG } else { 0 };
+    wait_flags(tid, flags)
+}
+
+/// `waitpid(tid, &status, flags)`, decoded, retried on EINTR; `None` when `WNOHANG` is in
+/// `flags` and nothing is to be reported yet.
+pub fn wait_flags(tid: Pid, flags: libc::c_int) -> nix::Result<Option<WaitEvent>> {
     let mut status: libc::c_int = 0;
     loop {
         // SAFETY: waitpid writes one int through the pointer, which points at a local.
