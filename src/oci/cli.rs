@@ -213,6 +213,19 @@ pub enum OciCommand {
     },
     /// What this runtime supports, as JSON.
     Features,
+    /// (internal) A createContainer or startContainer hook, run in a container's
+    /// namespaces.
+    #[command(name = "_hook", hide = true)]
+    Hook {
+        /// The container's first process.
+        #[arg(long)]
+        pid: i32,
+        /// createContainer or startContainer.
+        #[arg(long)]
+        kind: String,
+        /// The hook, as config.json has it (JSON).
+        hook: String,
+    },
     /// (internal) A container's supervisor, started by `create`.
     #[command(name = "_supervise", hide = true)]
     Supervise {

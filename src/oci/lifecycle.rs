@@ -1,6 +1,7 @@
 //! The runtime commands: `create`, `start`, `state`, `kill`, `delete`, `run`, `list`,
-//! `ps`, `spec`, `features`, and the hooks they run (createRuntime and prestart in
-//! `create`, poststart in `start`, poststop in `delete`; each with the state on stdin).
+//! `ps`, `spec`, `features`, and the hooks they run (prestart, createRuntime and
+//! createContainer in `create`, startContainer and poststart in `start`, poststop in
+//! `delete`; each with the state on stdin).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
@@ -40,18 +41,9 @@ pub(super) fn global_args(g: &OciCli) -> Vec<std::ffi::OsString> {
     a
 }
 
-/// Which hooks a config has, checked: createContainer and startContainer run inside the
-/// container's namespaces, which compatrun does not do.
+/// The hooks a config has.
 fn hooks(spec: &oci_spec::runtime::Spec) -> anyhow::Result<serde_json::Value> {
-    let v = serde_json::to_value(spec.hooks())?;
-    for k in ["createContainer", "startContainer"] {
-        if v.get(k)
-            .is_some_and(|h| h.as_array().is_some_and(|a| !a.is_empty()))
-        {
-            bail!("hooks.{k} is not supported by compatrun");
-        }
-    }
-    Ok(v)
+    Ok(serde_json::to_value(spec.hooks())?)
 }
 
 /// Runs the hooks of `kind` in order, each with the state on its stdin; the first that
@@ -68,16 +60,23 @@ fn run_hooks(
         .flatten()
     {
         let path = h["path"].as_str().context("a hook without a path")?;
-        let args: Vec<String> = serde_json::from_value(h["args"].clone()).unwrap_or_default();
-        let env: Vec<String> = serde_json::from_value(h["env"].clone()).unwrap_or_default();
-        let mut cmd = Command::new(path);
-        if let Some((first, rest)) = args.split_first() {
-            std::os::unix::process::CommandExt::arg0(&mut cmd, first);
-            cmd.args(rest);
-        }
-        cmd.env_clear()
-            .envs(env.iter().filter_map(|kv| kv.split_once('=')))
-            .stdin(Stdio::piped());
+        let mut cmd = if super::hooks::INSIDE.contains(&kind) {
+            // In the container's namespaces (its first process's).
+            let pid = state["pid"].as_i64().and_then(|p| i32::try_from(p).ok());
+            super::hooks::command(h, kind, pid.unwrap_or(0))?
+        } else {
+            let args: Vec<String> = serde_json::from_value(h["args"].clone()).unwrap_or_default();
+            let env: Vec<String> = serde_json::from_value(h["env"].clone()).unwrap_or_default();
+            let mut cmd = Command::new(path);
+            if let Some((first, rest)) = args.split_first() {
+                std::os::unix::process::CommandExt::arg0(&mut cmd, first);
+                cmd.args(rest);
+            }
+            cmd.env_clear()
+                .envs(env.iter().filter_map(|kv| kv.split_once('=')));
+            cmd
+        };
+        cmd.stdin(Stdio::piped());
         let mut child = cmd
             .spawn()
             .with_context(|| format!("hooks.{kind}: {path}"))?;
@@ -211,8 +210,9 @@ fn create_in(
     };
     dir.save(&record)?;
     let st = record.to_json();
-    let hooked =
-        run_hooks(&hooks, "prestart", &st).and_then(|()| run_hooks(&hooks, "createRuntime", &st));
+    let hooked = run_hooks(&hooks, "prestart", &st)
+        .and_then(|()| run_hooks(&hooks, "createRuntime", &st))
+        .and_then(|()| run_hooks(&hooks, "createContainer", &st));
     if let Err(e) = hooked {
         let _ = child.kill();
         let _ = child.wait();
@@ -239,6 +239,11 @@ pub fn start(g: &OciCli, id: &str) -> anyhow::Result<()> {
         Status::Created => {}
         s => bail!("cannot start a container that is {}", s.name()),
     }
+    let spec = config::load(&r.bundle).ok();
+    if let Some(spec) = &spec {
+        // Before the program runs: it is exec'd once the fifo is opened.
+        run_hooks(&hooks(spec)?, "startContainer", &r.to_json())?;
+    }
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -256,9 +261,8 @@ pub fn start(g: &OciCli, id: &str) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(dir.fifo());
     r.started = true;
     dir.save(&r)?;
-    let spec = config::load(&r.bundle).ok();
-    if let Some(spec) = spec {
-        run_hooks(&hooks(&spec)?, "poststart", &r.to_json())?;
+    if let Some(spec) = &spec {
+        run_hooks(&hooks(spec)?, "poststart", &r.to_json())?;
     }
     Ok(())
 }
@@ -469,7 +473,8 @@ pub fn features() -> anyhow::Result<()> {
     let v = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.1.0",
-        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer",
+            "poststart", "poststop"],
         "mountOptions": ["ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec",
             "sync", "async", "dirsync", "mand", "nomand", "atime", "noatime", "diratime",
             "nodiratime", "relatime", "norelatime", "strictatime", "nostrictatime",

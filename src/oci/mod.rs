@@ -10,6 +10,7 @@ mod cgroups;
 mod cli;
 mod config;
 mod exec;
+mod hooks;
 mod lifecycle;
 mod mounts;
 mod pause;
@@ -226,6 +227,7 @@ fn dispatch(g: &OciCli) -> anyhow::Result<u8> {
         OciCommand::List { format, quiet } => lifecycle::list(g, format, *quiet)?,
         OciCommand::Spec { bundle } => lifecycle::spec_cmd(bundle)?,
         OciCommand::Features => lifecycle::features()?,
+        OciCommand::Hook { pid, kind, hook } => hooks::exec_inside(*pid, kind, hook)?,
         OciCommand::Supervise {
             id,
             bundle,
