@@ -323,12 +323,19 @@ fn podman_runs_imported_trees_under_a_persona() {
     let st: serde_json::Value = serde_json::from_str(&st.out()).expect("json");
     assert_eq!(st["status"], "running");
     assert_eq!(st["annotations"]["run.compatrun.persona"], "rhel6");
+    // The container's seccomp profile holds for what exec adds, as under runc.
     let out = run_cmd(
-        p.cmd(&["exec", &name, "sh", "-c", "uname -r; exit 4"]),
+        p.cmd(&[
+            "exec",
+            &name,
+            "sh",
+            "-c",
+            "uname -r; grep Seccomp_filters /proc/self/status; exit 4",
+        ]),
         None,
     );
     assert_eq!(out.status, 4, "exec: {}", out.err());
-    assert_eq!(out.out(), format!("{RHEL6}\n"));
+    assert_eq!(out.out(), format!("{RHEL6}\nSeccomp_filters:\t2\n"));
     let out = run_cmd(p.cmd(&["stop", "-t", "5", &name]), None);
     assert_eq!(out.status, 0, "stop: {}", out.err());
     let out = run_cmd(p.cmd(&["rm", &name]), None);
