@@ -4,7 +4,8 @@
 //! it gives under runc (installed by scripts/test-deps.sh); a call compatrun emulates
 //! (uname under rhel6) is refused when the profile refuses it and emulated when the
 //! profile allows it; profiles compatrun cannot honour are refused naming the field,
-//! leaving no state. Runs on the suite's platform (the `run.compatrun.platform`
+//! leaving no state. An i386 build of the probe meets the same rules. Runs on the
+//! suite's platform (the `run.compatrun.platform`
 //! annotation); skips visibly when not root.
 
 mod common;
@@ -50,20 +51,30 @@ fn profile(refuse_uname: bool) -> serde_json::Value {
 
 /// What the probe prints under [`profile`], given uname's line; then SIGSYS kills it.
 fn expected(uname: &str) -> String {
+    expected_for(uname, 124)
+}
+
+/// [`expected`] for an ABI whose getsid is number `getsid` (124 x86_64, 147 i386).
+fn expected_for(uname: &str, getsid: u32) -> String {
     format!(
         "mkdir -1 1\n{uname}\ngetcwd -1 38\ngetpriority-process -1 18\n\
          getpriority-pgrp 0 0\numask-0777 -1 18\numask-0022 18 0\ngetuid 0 0\n\
-         sigsys 31 call 124\ngetsid 0 0\n"
+         sigsys 31 call {getsid}\ngetsid 0 0\n"
     )
 }
 
 /// A bundle: the busybox tree with the probe as /bin/probe, and `compatrun oci spec`'s
 /// config running it under `persona` with `seccomp`.
 fn bundle(dir: &Path, persona: &str, seccomp: serde_json::Value) -> PathBuf {
+    bundle_with(dir, persona, seccomp, &["-static"])
+}
+
+/// [`bundle`] with the probe compiled with `cflags`.
+fn bundle_with(dir: &Path, persona: &str, seccomp: serde_json::Value, cflags: &[&str]) -> PathBuf {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("mkdir");
     busybox_tree(&dir.join("rootfs")).expect("busybox tree");
-    let probe = common::fixture("seccomp_probe", &["-static"]);
+    let probe = common::fixture("seccomp_probe", cflags);
     std::fs::copy(&probe, dir.join("rootfs/bin/probe")).expect("copy the probe");
     let mut spec = Command::new(compatrun_bin());
     spec.args(["oci", "spec", "--bundle"]).arg(dir);
@@ -130,6 +141,32 @@ fn a_profile_acts_as_under_runc_and_over_the_persona() {
         skip(
             test,
             "runc is missing (scripts/test-deps.sh installs it): no comparison",
+        );
+    }
+    // The profile names x86 too: an i386 program meets the same rules, by its numbers.
+    if common::have_m32() {
+        let b = bundle_with(
+            &base.join("i386"),
+            "host",
+            profile(true),
+            &["-m32", "-static"],
+        );
+        let out = compatrun(&root, &b, &id);
+        assert_eq!(
+            out.out(),
+            expected_for("uname -1 71 -", 147),
+            "{}",
+            out.err()
+        );
+        assert_eq!(out.status, 128 + libc::SIGSYS, "{}", out.err());
+        if have("runc") {
+            let theirs = run(&["runc"], &base.join("runc-state"), &b, &id);
+            assert_eq!(out.out(), theirs.out(), "runc: {}", theirs.err());
+        }
+    } else {
+        skip(
+            test,
+            "no i386 toolchain (gcc-multilib): the i386 part is skipped",
         );
     }
     // rhel6 emulates uname; the profile's refusal still wins.
