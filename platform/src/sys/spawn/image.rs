@@ -301,3 +301,44 @@ impl ChildCtx<'_> {
         unsafe { libc::_exit(code) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BpfInsn, ExtraFilter};
+
+    fn allow_all() -> Vec<BpfInsn> {
+        vec![BpfInsn {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: crate::filter::RET_ALLOW,
+        }]
+    }
+
+    #[test]
+    fn a_front_ends_filter_never_makes_a_listener_and_has_a_sane_length() {
+        let ok = ExtraFilter {
+            program: allow_all(),
+            flags: ExtraFilter::FLAG_LOG | ExtraFilter::FLAG_SPEC_ALLOW,
+        };
+        let (prog, flags) = extra_program(&ok).expect("accepted");
+        assert_eq!(
+            (prog.len(), prog[0].k, flags),
+            (1, crate::filter::RET_ALLOW, 6)
+        );
+        // SECCOMP_FILTER_FLAG_NEW_LISTENER: the guest would get a listener.
+        let listener = ExtraFilter {
+            program: allow_all(),
+            flags: 1 << 3,
+        };
+        assert!(extra_program(&listener).is_err());
+        let empty = ExtraFilter::default();
+        assert!(extra_program(&empty).is_err());
+        let long = ExtraFilter {
+            program: vec![allow_all()[0]; 4097],
+            flags: 0,
+        };
+        assert!(extra_program(&long).is_err());
+    }
+}
