@@ -72,16 +72,16 @@ pub fn plan(
         return Ok(Some(p));
     };
     for (k, v) in r.as_object().into_iter().flatten() {
-        if v.is_null() {
+        if unset(v) {
             continue;
         }
         match k.as_str() {
-            "pids" => p.pids = v["limit"].as_i64(),
+            "pids" => p.pids = v["limit"].as_i64().filter(|&n| n != 0),
             "memory" => {
                 for (mk, mv) in v.as_object().into_iter().flatten() {
                     match mk.as_str() {
-                        "limit" => p.memory = mv.as_i64(),
-                        _ if mv.is_null() => {}
+                        "limit" => p.memory = mv.as_i64().filter(|&n| n != 0),
+                        _ if unset(mv) => {}
                         // Podman sets swap to the limit (no extra swap), which is the
                         // v1 default without a memsw controller.
                         "swap" if mv.as_i64() == v["limit"].as_i64() => {}
@@ -92,13 +92,13 @@ pub fn plan(
             "cpu" => {
                 for (ck, cv) in v.as_object().into_iter().flatten() {
                     match ck.as_str() {
-                        "shares" => p.cpu_shares = cv.as_u64(),
+                        "shares" => p.cpu_shares = cv.as_u64().filter(|&n| n != 0),
                         "quota" | "period" => {}
-                        _ if cv.is_null() => {}
+                        _ if unset(cv) => {}
                         _ => bail!("linux.resources.cpu.{ck} is not supported by compatrun"),
                     }
                 }
-                if let Some(q) = v["quota"].as_i64() {
+                if let Some(q) = v["quota"].as_i64().filter(|&q| q != 0) {
                     p.cpu_quota = Some((q, v["period"].as_u64().unwrap_or(100_000)));
                 }
             }
@@ -118,10 +118,32 @@ pub fn plan(
                         .push((d["allow"].as_bool().unwrap_or(false), rule));
                 }
             }
-            other => bail!("linux.resources.{other} is not supported by compatrun"),
+            other => match v
+                .as_object()
+                .and_then(|o| o.iter().find(|(_, f)| !unset(f)))
+            {
+                Some((f, _)) => bail!("linux.resources.{other}.{f} is not supported by compatrun"),
+                None if v.is_object() => {}
+                None => bail!("linux.resources.{other} is not supported by compatrun"),
+            },
         }
     }
     Ok(Some(p))
+}
+
+/// Whether a resource value says nothing: null, false, 0, or an empty list or object (or
+/// one whose fields all say nothing). runc writes a limit only when it is non-zero, and
+/// engines fill these in: Docker sends `blockIO: {weight: 0}`, `cpu: {shares: 0}` and
+/// `memory: {disableOOMKiller: false}` for a container without limits.
+fn unset(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Bool(b) => !b,
+        serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
+        serde_json::Value::String(_) => false,
+        serde_json::Value::Array(a) => a.is_empty(),
+        serde_json::Value::Object(o) => o.values().all(unset),
+    }
 }
 
 /// The cgroup directories of `plan` on this host: (hierarchy root is v2, directory).
