@@ -7,7 +7,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// compatrun as an OCI runtime: run containers under a kernel persona.
 #[derive(Debug, Parser)]
-#[command(name = "compatrun oci", version, disable_help_subcommand = true)]
+#[command(
+    name = "compatrun oci",
+    version,
+    disable_help_subcommand = true,
+    args_override_self = true
+)]
 pub struct OciCli {
     /// Where container state lives.
     #[arg(
