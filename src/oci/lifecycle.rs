@@ -153,7 +153,7 @@ fn create_in(
     nix::unistd::mkfifo(&dir.fifo(), nix::sys::stat::Mode::from_bits_truncate(0o600))
         .context("exec.fifo")?;
     let sync = dir.path.join("sync.sock");
-    let listener = UnixListener::bind(&sync).context("sync.sock")?;
+    let listener = UnixListener::bind(dir.socket_path("sync.sock")).context("sync.sock")?;
     listener.set_nonblocking(true)?;
     let mut child = Command::new(std::env::current_exe().context("compatrun's own path")?)
         .args(global_args(g))

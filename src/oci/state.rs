@@ -175,6 +175,12 @@ impl Dir {
         Ok(Dir { path, _lock: lock })
     }
 
+    /// A path to `name` in this directory that fits a socket address (108 bytes) however
+    /// long `--root` and the id are.
+    pub fn socket_path(&self, name: &str) -> PathBuf {
+        via_fd(&self._lock, name)
+    }
+
     /// The record, written by `create`.
     pub fn load(&self) -> anyhow::Result<Record> {
         let file = self.path.join("state.json");
@@ -212,4 +218,12 @@ pub fn ids(root: &Path) -> Vec<String> {
 /// Now, as RFC 3339 in UTC.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// `/proc/self/fd/N/name` for the directory open as `dir`: the short path a Unix socket
+/// in a deep directory is bound and connected by (Docker's state directories alone are
+/// 108 bytes long with the socket's name).
+pub fn via_fd(dir: &File, name: &str) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
 }

@@ -147,7 +147,16 @@ pub fn supervise(
     platform_name: &str,
 ) -> u8 {
     let _ = nix::unistd::setsid();
-    let stream = match UnixStream::connect(sync) {
+    let short = sync
+        .parent()
+        .zip(sync.file_name())
+        .and_then(|(dir, name)| Some((std::fs::File::open(dir).ok()?, name.to_str()?)));
+    let connected = match &short {
+        Some((dir, name)) => UnixStream::connect(super::state::via_fd(dir, name)),
+        None => UnixStream::connect(sync),
+    };
+    drop(short);
+    let stream = match connected {
         Ok(s) => Arc::new(Mutex::new(Some(s))),
         Err(e) => {
             log::error!("{}: {e}", sync.display());
