@@ -17,6 +17,7 @@ PKGS=(
   podman runc conmon                   # a real engine calling compatrun as its runtime: oci.rs
   libseccomp-dev                       # builds compatrun: OCI seccomp profiles (src/oci/seccomp.rs)
   containerd                           # containerd and its runc shim calling compatrun: oci_containerd.rs
+  docker.io                            # Docker 20.10 (dockerd, its client, containerd): oci_docker.rs
 )
 
 missing=()
