@@ -388,3 +388,88 @@ fn repeated_global_flags_take_the_last() {
     );
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `compatrun oci ARGS` under `root`, its output going to files in `base` (a detached
+/// container keeps what it inherited open); the exit status and stderr.
+fn oci_detached(base: &Path, root: &Path, args: &[&str]) -> (i32, String) {
+    let err = base.join("oci.err");
+    let status = Command::new(compatrun_bin())
+        .arg("oci")
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(base.join("oci.out")).expect("log"))
+        .stderr(std::fs::File::create(&err).expect("log"))
+        .status()
+        .expect("run compatrun oci");
+    (
+        status.code().unwrap_or(125),
+        std::fs::read_to_string(err).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_detached_exec_outlives_its_process_file() {
+    // containerd's runc shim removes the process.json it passed to `exec --detach --process`
+    // as soon as that command returns, before the detached helper may have read it.
+    let test = "a_detached_exec_outlives_its_process_file";
+    if !is_root() {
+        return skip(
+            test,
+            "an OCI runtime needs root (namespaces, cgroups, mounts)",
+        );
+    }
+    let base = common::scratch_dir().join(format!("oci-docker-exec-{}", platform()));
+    let _ = std::fs::remove_dir_all(&base);
+    let bundle = base.join("bundle");
+    busybox_tree(&bundle.join("rootfs")).expect("busybox tree");
+    let mut spec = Command::new(compatrun_bin());
+    spec.args(["oci", "spec", "--bundle"]).arg(&bundle);
+    assert_eq!(run_cmd(spec, None).status, 0);
+    let path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+    config["process"]["args"] = serde_json::json!(["sleep", "1000"]);
+    config["process"]["terminal"] = false.into();
+    config["root"]["readonly"] = false.into();
+    config["annotations"] = serde_json::json!({"run.compatrun.platform": platform()});
+    std::fs::write(&path, config.to_string()).expect("write");
+    let root = base.join("state");
+    let id = format!("docker-exec-{}", platform());
+    let b = bundle.to_str().expect("utf8");
+    let (status, err) = oci_detached(&base, &root, &["run", "--detach", "--bundle", b, &id]);
+    assert_eq!(status, 0, "run --detach: {err}");
+    let process = base.join("process.json");
+    let p = serde_json::json!({
+        "args": ["sh", "-c", "echo ran > /tmp/exec-ran"],
+        "cwd": "/",
+        "env": ["PATH=/bin"],
+        "user": {"uid": 0, "gid": 0},
+    });
+    std::fs::write(&process, p.to_string()).expect("write");
+    let pid_file = base.join("exec.pid");
+    let (status, err) = oci_detached(
+        &base,
+        &root,
+        &[
+            "exec",
+            "--detach",
+            "--process",
+            process.to_str().expect("utf8"),
+            "--pid-file",
+            pid_file.to_str().expect("utf8"),
+            &id,
+        ],
+    );
+    std::fs::remove_file(&process).expect("remove process.json");
+    assert_eq!(status, 0, "exec --detach: {err}");
+    let ran = bundle.join("rootfs/tmp/exec-ran");
+    wait_for("the detached exec's output", || {
+        std::fs::read_to_string(&ran).is_ok_and(|s| s == "ran\n")
+    });
+    let (status, err) = oci_detached(&base, &root, &["delete", "--force", &id]);
+    assert_eq!(status, 0, "delete --force: {err}");
+    assert!(!root.join(&id).exists(), "state left after delete");
+    let _ = std::fs::remove_dir_all(&base);
+}
