@@ -100,16 +100,9 @@ impl Dockerd {
         run_cmd(self.cmd(args), None)
     }
 
-    /// `docker run` through `runtime`, without Docker's seccomp profile (compatrun
-    /// refuses `linux.seccomp` by name).
+    /// `docker run` through `runtime` (with Docker's default seccomp profile).
     fn run(&self, runtime: &str, extra: &[&str], image: &str, argv: &[&str]) -> Outcome {
-        let mut args = vec![
-            "run",
-            "--runtime",
-            runtime,
-            "--security-opt",
-            "seccomp=unconfined",
-        ];
+        let mut args = vec!["run", "--runtime", runtime];
         args.extend_from_slice(extra);
         args.push(image);
         args.extend_from_slice(argv);
