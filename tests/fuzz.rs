@@ -406,7 +406,15 @@ fn guest_memory() {
                 *a &= 0xffff_ffff;
             }
         }
-        match sentry.syscall(&mut thread, &Syscall { arch, nr, args }) {
+        match sentry.syscall(
+            &mut thread,
+            &Syscall {
+                arch,
+                nr,
+                args,
+                ip: 0,
+            },
+        ) {
             Verdict::Forward => {}
             Verdict::Return(v) => assert!(v >= -4095, "{arch:?} {nr}: {v}"),
         }

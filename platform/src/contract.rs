@@ -115,6 +115,9 @@ pub struct Syscall {
     pub nr: u32,
     /// The six argument registers, zero-extended for i386.
     pub args: [u64; 6],
+    /// The instruction pointer the filter saw (`seccomp_data.instruction_pointer`: the
+    /// address after the system-call instruction); 0 where unknown.
+    pub ip: u64,
 }
 
 /// A guest memory access that failed: the guest gets EFAULT, never a supervisor panic.

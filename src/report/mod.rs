@@ -305,6 +305,7 @@ mod tests {
                         arch,
                         nr,
                         args: [0; 6],
+                        ip: 0,
                     };
                     assert_eq!(refused.errno(&call), want, "{name} {arch} {nr}");
                 }

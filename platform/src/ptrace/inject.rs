@@ -204,7 +204,9 @@ fn stop_others(pid: Pid, tgid: i32, deferred: &mut Deferred) -> Result<(), Threa
     }
 }
 
-/// Writes `data` at `addr` in `pid`'s process with every other thread stopped.
+/// Writes `data` at `addr` in `pid`'s process with every other thread stopped and none
+/// about to run an instruction that starts inside the bytes written (one stopped
+/// between two of the instructions replaced would resume in the middle of a new one).
 pub(crate) fn patch_code(
     pid: Pid,
     deferred: &mut Deferred,
@@ -213,6 +215,20 @@ pub(crate) fn patch_code(
 ) -> Result<(), ThreadOpError> {
     let tgid = crate::mem::tgid_of(pid).ok_or(ThreadOpError::Gone)?;
     stop_others(pid, tgid, deferred)?;
+    let end = addr.saturating_add(data.len() as u64);
+    for t in live_threads(tgid)? {
+        match ptrace::getregs(t) {
+            Ok(r) if r.rip > addr && r.rip < end => {
+                log::debug!(
+                    "[pid {t}] stopped at {:#x}, inside the code to patch",
+                    r.rip
+                );
+                return Err(ThreadOpError::Busy);
+            }
+            Ok(_) | Err(Errno::ESRCH) => {}
+            Err(e) => return Err(failed("GETREGS")(e)),
+        }
+    }
     crate::mem::write_force(pid, addr, data)?;
     Ok(())
 }

@@ -358,11 +358,11 @@ impl Tracer {
         sup: &mut S,
     ) -> Result<(), TraceError> {
         let pid = stopped.pid();
-        let (audit_arch, nr, args) = stopped.seccomp_call()?;
+        let (audit_arch, nr, args, ip) = stopped.seccomp_call()?;
         #[allow(clippy::cast_possible_truncation)] // syscall numbers are 32-bit in seccomp_data
         let nr32 = nr as u32;
         let (arch, nr) = filter::decode(audit_arch, nr32);
-        let call = Syscall { arch, nr, args };
+        let call = Syscall { arch, nr, args, ip };
         // compatrun's filter catches these by their arguments (`filter::strict`).
         if filter::strict::is_request(&call) {
             return self.strict_request(stopped, &call);
@@ -379,10 +379,14 @@ impl Tracer {
             stopped.skip_with(-i64::from(libc::ENOSYS))?;
             return stopped.cont(0);
         }
-        let verdict = sup.syscall(&mut stopped.guest(), &call);
+        let mut thread = stopped.guest_in_call(&mut self.deferred);
+        let verdict = sup.syscall(&mut thread, &call);
+        let left_call = thread.left_call();
         trace!("[pid {pid}] {arch} syscall {nr} -> {verdict:?}");
-        if let Verdict::Return(value) = verdict {
-            stopped.skip_with(value)?;
+        match verdict {
+            Verdict::Return(value) => stopped.skip_with(value)?,
+            Verdict::Forward if left_call => stopped.rewind_call()?,
+            Verdict::Forward => {}
         }
         stopped.cont(0)
     }

@@ -61,9 +61,9 @@ impl Stopped {
         check("GETEVENTMSG", self.pid, ptrace::getevent(self.pid)).map(|m| m as u64)
     }
 
-    /// The audit architecture, number and arguments of the call this thread is stopped
-    /// in (seccomp stop).
-    pub fn seccomp_call(&self) -> Result<(u32, u64, [u64; 6]), TraceError> {
+    /// The audit architecture, number, arguments and instruction pointer (after the
+    /// call's instruction) of the call this thread is stopped in (seccomp stop).
+    pub fn seccomp_call(&self) -> Result<(u32, u64, [u64; 6], u64), TraceError> {
         check(
             "GET_SYSCALL_INFO",
             self.pid,
@@ -133,7 +133,32 @@ impl Stopped {
         PtraceThread {
             stopped: self,
             at_signal: None,
+            left_call: false,
         }
+    }
+
+    /// Lends this thread, stopped in a seccomp stop, to a handler as a [`GuestThread`]
+    /// that can also run system calls and patch code. Running one moves the thread out
+    /// of its seccomp stop (into a single step's stop, its registers as before): then
+    /// [`PtraceThread::left_call`] says so, and a `Forward` verdict must be carried out
+    /// with [`Stopped::rewind_call`].
+    pub(crate) fn guest_in_call<'a>(&'a mut self, deferred: &'a mut Deferred) -> PtraceThread<'a> {
+        PtraceThread {
+            stopped: self,
+            at_signal: Some(deferred),
+            left_call: false,
+        }
+    }
+
+    /// For a thread taken out of its seccomp stop (see [`Stopped::guest_in_call`]):
+    /// sets it to make its call again when resumed, as it first made it.
+    pub fn rewind_call(&mut self) -> Result<(), TraceError> {
+        let mut r = check("GETREGS", self.pid, ptrace::getregs(self.pid))?;
+        // `syscall` is two bytes; only x86_64 threads ever leave their stop.
+        r.rip = r.rip.wrapping_sub(2);
+        r.rax = r.orig_rax;
+        r.orig_rax = u64::MAX;
+        check("SETREGS", self.pid, ptrace::setregs(self.pid, r))
     }
 
     /// Lends this thread, stopped in a signal-delivery stop, to a handler as a
@@ -146,6 +171,7 @@ impl Stopped {
         PtraceThread {
             stopped: self,
             at_signal: Some(deferred),
+            left_call: false,
         }
     }
 }
@@ -154,8 +180,18 @@ impl Stopped {
 #[derive(Debug)]
 pub struct PtraceThread<'a> {
     stopped: &'a mut Stopped,
-    /// Set in a signal-delivery stop: where stops of other threads go.
+    /// Set in a signal-delivery stop and a seccomp stop: where stops of other threads
+    /// go.
     at_signal: Option<&'a mut Deferred>,
+    /// A system call was run in the thread: it is no longer in the stop it was lent in.
+    left_call: bool,
+}
+
+impl PtraceThread<'_> {
+    /// Whether a system call was run in the thread, taking it out of a seccomp stop.
+    pub fn left_call(&self) -> bool {
+        self.left_call
+    }
 }
 
 impl GuestThread for PtraceThread<'_> {
@@ -188,7 +224,12 @@ impl GuestThread for PtraceThread<'_> {
             .at_signal
             .as_deref_mut()
             .ok_or(ThreadOpError::Unsupported)?;
-        super::inject::run_syscall(self.stopped.pid, deferred, nr, args)
+        let result = super::inject::run_syscall(self.stopped.pid, deferred, nr, args);
+        // Any attempt past the first checks may have stepped the thread.
+        if !matches!(result, Err(ThreadOpError::Unsupported)) {
+            self.left_call = true;
+        }
+        result
     }
 
     fn patch_code(&mut self, addr: u64, data: &[u8]) -> Result<(), ThreadOpError> {

@@ -264,6 +264,7 @@ fn serve<S: Supervisor>(
             arch,
             nr,
             args: n.args,
+            ip: n.ip,
         };
         let mut thread = NotifiedThread {
             listener,

@@ -39,7 +39,7 @@ pub fn ptrace_listen(pid: Pid) -> nix::Result<()> {
 }
 
 /// The audit architecture, `nr` and arguments of a tracee stopped in a seccomp stop.
-pub fn seccomp_stop_call(pid: Pid) -> nix::Result<(u32, u64, [u64; 6])> {
+pub fn seccomp_stop_call(pid: Pid) -> nix::Result<(u32, u64, [u64; 6], u64)> {
     let info = nix::sys::ptrace::syscall_info(pid)?;
     if info.op != libc::PTRACE_SYSCALL_INFO_SECCOMP {
         return Err(nix::errno::Errno::EINVAL);
@@ -47,7 +47,7 @@ pub fn seccomp_stop_call(pid: Pid) -> nix::Result<(u32, u64, [u64; 6])> {
     // SAFETY: the kernel filled the `seccomp` member of the union: `op` says so
     // (PTRACE_SYSCALL_INFO_SECCOMP), checked just above.
     let sc = unsafe { info.u.seccomp };
-    Ok((info.arch, sc.nr, sc.args))
+    Ok((info.arch, sc.nr, sc.args, info.instruction_pointer))
 }
 
 /// `pidfd_open(pid, 0)`: a handle that keeps naming this process even after its pid is

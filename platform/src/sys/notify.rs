@@ -25,6 +25,8 @@ pub struct Notification {
     pub nr: u32,
     /// The six argument registers.
     pub args: [u64; 6],
+    /// `seccomp_data.instruction_pointer`: the address after the call's instruction.
+    pub ip: u64,
 }
 
 /// Whether the running kernel's notification structures fit the ones compiled in here
@@ -103,6 +105,7 @@ pub fn recv(listener: BorrowedFd<'_>) -> io::Result<Notification> {
         arch: n.data.arch,
         nr,
         args: n.data.args,
+        ip: n.data.instruction_pointer,
     })
 }
 
