@@ -88,8 +88,9 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub report: Option<std::path::PathBuf>,
 
-    /// Do not patch the call sites of programs that call the legacy vsyscall page: every
-    /// such call stays a stop that compatrun emulates.
+    /// Do not patch the call sites of programs that call the legacy vsyscall page, nor
+    /// the C library's uname wrapper: every such call stays a stop that compatrun
+    /// emulates.
     #[arg(long)]
     pub no_patch: bool,
 

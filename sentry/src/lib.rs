@@ -43,14 +43,18 @@ pub struct Sentry {
 impl Sentry {
     /// Prepares the sentry for `persona`.
     pub fn new(persona: Persona, table: &SyscallTable) -> Result<Self, table::TableError> {
-        let policy = policy::Policy::build(&persona, table);
+        let mut policy = policy::Policy::build(&persona, table);
+        let uname = in_guest_uname(&persona, &policy.spec);
+        if uname.is_some() {
+            policy.spec.allow_from_ip.extend(uname_stub_ips());
+        }
         let identity_files = persona
             .uname
             .as_ref()
             .map(handlers::procfs::files)
             .unwrap_or_default();
         Ok(Sentry {
-            patcher: patch::Patcher::new(true, &policy.spec),
+            patcher: patch::Patcher::new(true, &policy.spec, uname),
             sysctl: handlers::sysctl::SysctlTable::builtin()?,
             identity_files,
             persona,
@@ -91,9 +95,16 @@ impl Sentry {
 
     /// Whether vsyscall call sites are patched (the default) or every call into the
     /// missing page is emulated ([`patch`]).
+    /// Off, the filter no longer lets the `uname` stub's own call through either.
     pub fn set_patching(&mut self, on: bool) {
         let hook = self.patcher.mid_patch_hook();
-        self.patcher = patch::Patcher::new(on, &self.spec);
+        let uname = in_guest_uname(&self.persona, &self.spec);
+        let stubs = uname_stub_ips();
+        self.spec.allow_from_ip.retain(|a| !stubs.contains(a));
+        if on && uname.is_some() {
+            self.spec.allow_from_ip.extend(stubs);
+        }
+        self.patcher = patch::Patcher::new(on, &self.spec, uname);
         self.patcher.set_mid_patch_hook(hook);
     }
 
@@ -105,14 +116,27 @@ impl Sentry {
 
     /// What happened to calls into the missing vsyscall page, for `--log info`; `None`
     /// when there were none.
+    /// Also says how many emulated calls' wrappers now answer in the guest.
     pub fn vsyscall_summary(&self) -> Option<String> {
         let t = self.patcher.totals();
-        (t.emulated > 0).then(|| {
+        let vsyscall = (t.emulated > 0).then(|| {
             format!(
                 "vsyscall: {} call sites patched, {} calls emulated, {} trampoline pages mapped",
-                t.sites, t.emulated, t.trampolines
+                t.sites - t.call_sites,
+                t.emulated,
+                t.trampolines
             )
-        })
+        });
+        let calls = (t.call_sites > 0).then(|| {
+            format!(
+                "in-guest answers: {} uname call sites patched, {} trampoline pages mapped",
+                t.call_sites, t.trampolines
+            )
+        });
+        match (vsyscall, calls) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The persona in force.
@@ -125,6 +149,26 @@ impl Sentry {
     pub fn sites_patched(&self) -> u64 {
         self.patcher.totals().sites
     }
+}
+
+/// The persona's part of `uname`'s answer, if its x86_64 `uname` is caught (the
+/// trampoline page then carries a stub that answers it in the guest).
+fn in_guest_uname(persona: &Persona, spec: &InterceptSpec) -> Option<Vec<u8>> {
+    let caught = spec.rule_for(Arch::X86_64, patch::UNAME_NR) == platform::Rule::Catch;
+    persona
+        .uname
+        .as_ref()
+        .filter(|_| caught)
+        .map(handlers::uname::persona_bytes)
+}
+
+/// Where the `uname` stub's own call comes from, in each candidate trampoline page: the
+/// filter lets x86_64 `uname` through from there.
+fn uname_stub_ips() -> Vec<(u32, u64)> {
+    patch::CANDIDATES
+        .iter()
+        .map(|base| (patch::UNAME_NR, base + patch::UNAME_RETURN))
+        .collect()
 }
 
 impl Supervisor for Sentry {
@@ -143,7 +187,11 @@ impl Supervisor for Sentry {
             sysctl: &self.sysctl,
             identity_files: &self.identity_files,
         };
-        (row.handler)(thread, call, &cx)
+        let verdict = (row.handler)(thread, call, &cx);
+        if row.in_guest && matches!(verdict, Verdict::Return(_)) {
+            self.patcher.emulated_call(thread, call);
+        }
+        verdict
     }
 
     fn execed<G: GuestThread>(&mut self, thread: &mut G) {

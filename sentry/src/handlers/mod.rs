@@ -60,6 +60,12 @@ pub struct Row {
     pub handler: HandlerFn,
     /// How far the emulation goes, for readers and listings.
     pub support: &'static str,
+    /// Whether the call's answer is a pure function of the persona and the real call,
+    /// so that a patched wrapper can answer it in the guest (`patch::calls`): only
+    /// x86_64 `uname`. The others read files or state with compatrun's eyes, or decide
+    /// from the caller's privileges (`_sysctl`, `mount`, the removed calls), or are
+    /// i386-only (the old `uname`s), where calls stay per-call emulated.
+    pub in_guest: bool,
 }
 
 impl std::fmt::Debug for Row {
@@ -96,6 +102,7 @@ pub const TABLE: &[Row] = &[
         when: When::Identity,
         handler: |g, c, cx| uname_as(g, c, cx, Layout::New),
         support: "full: the persona's release and version, the host's other fields",
+        in_guest: true,
     },
     Row {
         name: "olduname",
@@ -103,6 +110,7 @@ pub const TABLE: &[Row] = &[
         when: When::Identity,
         handler: |g, c, cx| uname_as(g, c, cx, Layout::Old),
         support: "full (old_utsname)",
+        in_guest: false,
     },
     Row {
         name: "oldolduname",
@@ -110,6 +118,7 @@ pub const TABLE: &[Row] = &[
         when: When::Identity,
         handler: |g, c, cx| uname_as(g, c, cx, Layout::OldOld),
         support: "full (9-byte fields)",
+        in_guest: false,
     },
     Row {
         name: "mount",
@@ -118,6 +127,7 @@ pub const TABLE: &[Row] = &[
         handler: |mut g, c, cx| mount::handle(&mut g, c, cx.identity_files),
         support: "a new proc is mounted by compatrun in the guest's namespaces with the \
                   persona's files over it; every other mount runs natively",
+        in_guest: false,
     },
     Row {
         name: "_sysctl",
@@ -125,6 +135,7 @@ pub const TABLE: &[Row] = &[
         when: When::Legacy,
         handler: |mut g, c, cx| sysctl::handle(&mut g, c, cx.sysctl, cx.identity_files),
         support: "the names in data/sysctl_binary.tbl, through /proc/sys, with the old errors",
+        in_guest: false,
     },
     Row {
         name: "lookup_dcookie",
@@ -132,6 +143,7 @@ pub const TABLE: &[Row] = &[
         when: When::Legacy,
         handler: |mut g, c, _| removed::handle(&mut g, c, Removed::LookupDcookie),
         support: "as with no profiler running: EPERM, or EINVAL with CAP_SYS_ADMIN",
+        in_guest: false,
     },
     Row {
         name: "nfsservctl",
@@ -139,6 +151,7 @@ pub const TABLE: &[Row] = &[
         when: When::Legacy,
         handler: |mut g, c, _| removed::handle(&mut g, c, Removed::Nfsservctl),
         support: "arguments checked, then ENODEV (no nfsd filesystem for the guest)",
+        in_guest: false,
     },
     Row {
         name: "uselib",
@@ -146,6 +159,7 @@ pub const TABLE: &[Row] = &[
         when: When::Legacy,
         handler: |mut g, c, _| removed::handle(&mut g, c, Removed::Uselib),
         support: "the library checked as the kernel did, then ENOEXEC (no a.out support)",
+        in_guest: false,
     },
 ];
 
@@ -170,5 +184,11 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), TABLE.len(), "one row per call");
+        let in_guest: Vec<_> = TABLE
+            .iter()
+            .filter(|r| r.in_guest)
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(in_guest, ["uname"], "the patcher has a stub for uname only");
     }
 }

@@ -63,6 +63,24 @@ pub fn encode(fields: &[Vec<u8>; 6], layout: Layout) -> Vec<u8> {
     out
 }
 
+/// Where, in a `struct new_utsname`, the fields the persona changes lie (release and
+/// version, one after the other).
+pub const PERSONA_FIELDS: std::ops::Range<usize> = 2 * FIELD..4 * FIELD;
+
+/// The bytes of [`PERSONA_FIELDS`] for persona `id`, exactly as [`handle`] writes them
+/// (the in-guest answer copies these over a real `uname`'s result).
+pub fn persona_bytes(id: &Uname) -> Vec<u8> {
+    let fields = [
+        Vec::new(),
+        Vec::new(),
+        id.release.as_bytes().to_vec(),
+        id.version.as_bytes().to_vec(),
+        Vec::new(),
+        Vec::new(),
+    ];
+    encode(&fields, Layout::New)[PERSONA_FIELDS].to_vec()
+}
+
 /// Handles a caught `uname`-family call: write the structure to the guest's buffer.
 pub fn handle<G: GuestThread>(
     guest: &mut G,
@@ -105,5 +123,25 @@ mod tests {
         let oldold = encode(&f, Layout::OldOld);
         assert_eq!(oldold.len(), 45);
         assert_eq!(&oldold[9..18], b"a-very-l\0");
+    }
+
+    #[test]
+    fn the_persona_part_is_what_the_handler_writes_there() {
+        let id = Uname {
+            release: "2.6.32-754.el6.x86_64".into(),
+            version: "#1 SMP ".repeat(12),
+            proc_version: None,
+        };
+        let host = [
+            b"Linux".to_vec(),
+            b"somewhere".to_vec(),
+            id.release.as_bytes().to_vec(),
+            id.version.as_bytes().to_vec(),
+            b"x86_64".to_vec(),
+            b"(none)".to_vec(),
+        ];
+        let whole = encode(&host, Layout::New);
+        assert_eq!(persona_bytes(&id), &whole[PERSONA_FIELDS]);
+        assert_eq!(persona_bytes(&id).len(), 130);
     }
 }

@@ -20,7 +20,12 @@
 //!   site its parent never patched reuses the inherited page);
 //! - the seccomp filter judges the system calls a trampoline makes like any other; an
 //!   entry whose call the persona refuses, and which the vDSO lacks, gets no stub.
+//!
+//! The same page carries the in-guest answer for emulated calls ([`calls`]): a `uname`
+//! wrapper the supervisor has answered once is rewritten to call a stub there.
 
+mod calls;
+mod exported;
 mod trampoline;
 mod vdso_syms;
 
@@ -32,12 +37,12 @@ use platform::{Arch, GuestThread, InterceptSpec, Regs, Rule, ThreadOpError};
 use crate::x86::{self, Refusal, Shape, TargetBytes, VsyscallEntry};
 use trampoline::{Target, Trampoline};
 
-pub use trampoline::syscall_nr;
+pub use trampoline::{syscall_nr, UNAME_NR, UNAME_RETURN};
 
 /// Where a trampoline page may go, in order of preference: below the usual start of
 /// non-PIE executables (0x400000) and near the top of the low 2 GiB, where neither
 /// `brk` heaps nor top-down `mmap` reach in ordinary processes.
-const CANDIDATES: [u64; 4] = [0x0020_0000, 0x0030_0000, 0x7fe0_0000, 0x6ff0_0000];
+pub const CANDIDATES: [u64; 4] = [0x0020_0000, 0x0030_0000, 0x7fe0_0000, 0x6ff0_0000];
 /// Code bytes read before a return address (the longest accepted shape is shorter).
 const CODE_BEFORE: u64 = 64;
 /// Code bytes read at a called function's start (tail-call shape).
@@ -65,6 +70,10 @@ enum NotPatched {
         "no way to answer {0} without a stop (no vDSO function, and the persona refuses the call)"
     )]
     NoStub(&'static str),
+    #[error("the code is not exactly a system-call wrapper")]
+    NotWrapper,
+    #[error("the wrapper is not an exported function's entry")]
+    NotExported,
     #[error("no trampoline page could be mapped")]
     NoTrampoline,
     #[error("{0}")]
@@ -91,6 +100,8 @@ struct Proc {
     tramp: TrampState,
     /// Return addresses whose site was looked at (each once).
     tried: HashSet<u64>,
+    /// Emulated calls' sites (the wrapper's entry) that were looked at (each once).
+    tried_calls: HashSet<u64>,
     patched: u32,
     emulated: u64,
 }
@@ -105,8 +116,10 @@ pub type MidPatchHook = fn(tid: i32, at: u64, new: &[u8], written: usize);
 /// Totals over a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Call sites rewritten.
+    /// Call sites rewritten (vsyscall callers and emulated calls' wrappers).
     pub sites: u64,
+    /// Of those, wrappers of emulated calls (answered in the guest from then on).
+    pub call_sites: u64,
     /// Calls into the missing page that were emulated (one stop each).
     pub emulated: u64,
     /// Processes that got a trampoline page.
@@ -120,19 +133,27 @@ pub struct Patcher {
     /// Per entry (in `VsyscallEntry::ALL` order): whether a stub may make the real
     /// system call (the persona's filter does not refuse it).
     syscall_ok: [bool; 3],
+    /// The persona's part of `uname`'s answer, when it has one: the page then carries
+    /// a `uname` stub.
+    uname: Option<Vec<u8>>,
+    exports: exported::Exports,
     procs: HashMap<i32, Proc>,
     totals: Totals,
     mid_patch: Option<MidPatchHook>,
 }
 
 impl Patcher {
-    /// A patcher for a run with `spec`; `enabled` false keeps every call emulated.
-    pub fn new(enabled: bool, spec: &InterceptSpec) -> Self {
+    /// A patcher for a run with `spec`; `enabled` false keeps every call emulated;
+    /// `uname`, the persona's part of `uname`'s answer
+    /// ([`crate::handlers::uname::persona_bytes`]), gives the page a `uname` stub.
+    pub fn new(enabled: bool, spec: &InterceptSpec, uname: Option<Vec<u8>>) -> Self {
         let syscall_ok = VsyscallEntry::ALL
             .map(|e| !matches!(spec.rule_for(Arch::X86_64, syscall_nr(e)), Rule::Errno(_)));
         Patcher {
             enabled,
             syscall_ok,
+            uname,
+            exports: exported::Exports::default(),
             procs: HashMap::new(),
             totals: Totals::default(),
             mid_patch: None,
@@ -177,7 +198,8 @@ impl Patcher {
             syscall_ok: self.syscall_ok,
             mid_patch: self.mid_patch,
         };
-        match patch_site(g, proc, how, entry, ret, regs, &mut self.totals) {
+        let uname = self.uname.as_deref();
+        match patch_site(g, proc, how, uname, entry, ret, regs, &mut self.totals) {
             Ok(at) => {
                 proc.patched += 1;
                 self.totals.sites += 1;
@@ -203,7 +225,7 @@ impl Patcher {
         if let Some(p) = self.procs.remove(&tid) {
             if p.patched > 0 || p.emulated > 0 {
                 log::debug!(
-                    "[pid {tid}] vsyscall: {} call sites patched, {} calls emulated",
+                    "[pid {tid}] {} call sites patched, {} vsyscall calls emulated",
                     p.patched,
                     p.emulated
                 );
@@ -221,10 +243,12 @@ struct How {
 }
 
 /// Patches the site of a call into `entry` returning to `ret`; the address rewritten.
+#[allow(clippy::too_many_arguments)] // the patcher's parts, borrowed apart
 fn patch_site<G: GuestThread>(
     g: &mut G,
     proc: &mut Proc,
     how: How,
+    uname: Option<&[u8]>,
     entry: VsyscallEntry,
     ret: u64,
     regs: &Regs,
@@ -238,7 +262,7 @@ fn patch_site<G: GuestThread>(
     if !private_mapping(g.tgid(), at, size as u64) {
         return Err(NotPatched::NotPrivate);
     }
-    let tramp = trampoline(g, proc, how.syscall_ok, totals)?;
+    let tramp = trampoline(g, proc, how.syscall_ok, uname, totals)?;
     let stub = tramp.stub(entry).ok_or(NotPatched::NoStub(entry.name()))?;
     let bytes = stub.to_le_bytes();
     // A 4-byte immediate is sign-extended: the stub is below 2 GiB, so its low half is it.
@@ -343,7 +367,7 @@ fn read_at<G: GuestThread>(g: &mut G, addr: u64) -> Result<Vec<u8>, NotPatched> 
 }
 
 /// Whether `[addr, addr+len)` lies in one private mapping of process `tgid`.
-fn private_mapping(tgid: i32, addr: u64, len: u64) -> bool {
+pub(crate) fn private_mapping(tgid: i32, addr: u64, len: u64) -> bool {
     let Ok(maps) = std::fs::read_to_string(format!("/proc/{tgid}/maps")) else {
         return false;
     };
@@ -368,10 +392,11 @@ fn trampoline<'p, G: GuestThread>(
     g: &mut G,
     proc: &'p mut Proc,
     syscall_ok: [bool; 3],
+    uname: Option<&[u8]>,
     totals: &mut Totals,
 ) -> Result<&'p Trampoline, NotPatched> {
     if let TrampState::Unknown = proc.tramp {
-        proc.tramp = match map_trampoline(g, syscall_ok, totals) {
+        proc.tramp = match map_trampoline(g, syscall_ok, uname, totals) {
             Ok(t) => TrampState::Ready(t),
             Err(e) => {
                 log::debug!("[pid {}] no trampoline page: {e}", g.tid());
@@ -388,6 +413,7 @@ fn trampoline<'p, G: GuestThread>(
 fn map_trampoline<G: GuestThread>(
     g: &mut G,
     syscall_ok: [bool; 3],
+    uname: Option<&[u8]>,
     totals: &mut Totals,
 ) -> Result<Trampoline, NotPatched> {
     let fns = crate::handlers::vdso::vdso_base(g.tid())
@@ -401,7 +427,7 @@ fn map_trampoline<G: GuestThread>(
         };
     }
     for base in CANDIDATES {
-        let t = Trampoline::build(base, targets).map_err(|_| NotPatched::NoTrampoline)?;
+        let t = Trampoline::build(base, targets, uname).map_err(|_| NotPatched::NoTrampoline)?;
         let mut there = vec![0u8; t.code.len()];
         if g.read_mem(base, &mut there).is_ok() && there == t.code {
             return Ok(t); // inherited from the parent

@@ -118,7 +118,7 @@ impl GuestThread for Fake {
 const MOV_CALL: [u8; 9] = [0x48, 0xc7, 0xc0, 0x00, 0x04, 0x60, 0xff, 0xff, 0xd0];
 
 fn patcher() -> Patcher {
-    Patcher::new(true, &InterceptSpec::allow_all())
+    Patcher::new(true, &InterceptSpec::allow_all(), None)
 }
 
 #[test]
@@ -141,14 +141,19 @@ fn a_mov_call_site_is_rewritten_to_a_stub_in_a_new_low_page_once() {
         Totals {
             sites: 1,
             emulated: 1,
-            trampolines: 1
+            trampolines: 1,
+            call_sites: 0,
         }
     );
     // The page holds exactly the trampoline generated for it, with this process's vDSO.
     let fns = crate::handlers::vdso::vdso_base(g.tid())
         .map_or([None; 3], |b| vdso_syms::functions(&mut g, b));
-    let t = Trampoline::build(page, fns.map(|f| f.map_or(Target::Syscall, Target::Vdso)))
-        .expect("assembles");
+    let t = Trampoline::build(
+        page,
+        fns.map(|f| f.map_or(Target::Syscall, Target::Vdso)),
+        None,
+    )
+    .expect("assembles");
     assert_eq!(g.pages[&page][..t.code.len()], t.code[..]);
     assert_eq!(t.stub(VsyscallEntry::Time), Some(stub));
     // A second fault from the same site (a call already in flight) is only counted.
@@ -215,7 +220,7 @@ fn a_taken_address_moves_the_page_on_and_patching_off_changes_nothing() {
     assert_eq!(g.patched.len(), 1);
 
     let (mut g, regs) = Fake::with_site(&MOV_CALL);
-    let mut off = Patcher::new(false, &InterceptSpec::allow_all());
+    let mut off = Patcher::new(false, &InterceptSpec::allow_all(), None);
     off.fault(&mut g, VsyscallEntry::Time, &regs);
     assert_eq!((g.mmaps, g.patched.len()), (0, 0));
     assert_eq!(off.totals().emulated, 1);
@@ -225,7 +230,7 @@ fn a_taken_address_moves_the_page_on_and_patching_off_changes_nothing() {
 fn an_entry_the_persona_refuses_and_the_vdso_lacks_gets_no_stub() {
     let mut spec = InterceptSpec::allow_all();
     spec.rules.push((Arch::X86_64, 309, Rule::Errno(38)));
-    let p = Patcher::new(true, &spec);
+    let p = Patcher::new(true, &spec, None);
     assert_eq!(p.syscall_ok, [true, true, false]);
 }
 

@@ -12,11 +12,14 @@
 //! - [`sweep`]: a linear sweep of a code section: every system-call site and vsyscall
 //!   reference.
 //! - [`site_before`]: the patcher's question, strictly answered.
+//! - [`is_syscall_wrapper`]: whether a function is exactly a C library's system-call
+//!   wrapper, for the in-guest answer to emulated calls.
 
 mod before;
 mod insn;
 mod sweep;
 mod tail;
+mod wrapper;
 
 #[cfg(test)]
 mod tests;
@@ -24,6 +27,7 @@ mod tests;
 pub use before::{site_before, Refusal};
 pub use sweep::{sweep, Found};
 pub use tail::{direct_call_before, jump_through_memory, loaded_register, tail_site_at};
+pub use wrapper::{is_syscall_wrapper, WRAPPER_HEAD, WRAPPER_LEN};
 
 use platform::Arch;
 
