@@ -137,6 +137,7 @@ mod tests {
             arch: Arch::X86_64,
             nr,
             args,
+            ip: 0,
         }
     }
 
