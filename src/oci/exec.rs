@@ -149,7 +149,10 @@ pub fn exec(
     let mnt = std::fs::File::open(format!("/proc/{}/ns/mnt", r.pid))
         .context("the container's mount namespace")?;
     // The container's seccomp profile holds for every process in it, as under runc.
-    let (seccomp, _) = super::config::seccomp(&super::config::load(&r.bundle)?)?;
+    let seccomp = match &r.seccomp {
+        Some(s) => vec![super::seccomp::compile(s)?.0],
+        None => Vec::new(),
+    };
     let (mut sentry, nofile) = super::supervisor::sentry_for(&r.persona)?;
     let user = process.user();
     let caps = super::config::capabilities(&process)?;

@@ -207,6 +207,7 @@ fn create_in(
         platform,
         annotations: c.annotations.clone(),
         cgroup: c.cgroup.as_ref().map(|cg| cg.path.clone()),
+        seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
     };
     dir.save(&record)?;
     let st = record.to_json();

@@ -38,6 +38,10 @@ pub struct Record {
     pub annotations: BTreeMap<String, String>,
     /// The cgroup made for it.
     pub cgroup: Option<PathBuf>,
+    /// Its `linux.seccomp`, which every process `exec` adds installs too (kept here, as
+    /// runc keeps it, so that exec does not depend on the bundle's config.json).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 /// A container's status as the runtime spec names it.
