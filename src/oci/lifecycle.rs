@@ -305,7 +305,8 @@ pub fn kill_cmd(g: &OciCli, id: &str, signal: &str, all: bool) -> anyhow::Result
     let dir = Dir::open(&g.root, id)?;
     let r = dir.load()?;
     if r.status() == Status::Stopped {
-        bail!("container {id} is not running");
+        // runc's words, which the containerd shim takes for "already finished".
+        bail!("cannot kill container {id}: container not running");
     }
     if all {
         for p in namespace_pids(r.pid) {
