@@ -18,6 +18,7 @@ PKGS=(
   libseccomp-dev                       # builds compatrun: OCI seccomp profiles (src/oci/seccomp.rs)
   containerd                           # containerd and its runc shim calling compatrun: oci_containerd.rs
   docker.io                            # Docker 20.10 (dockerd, its client, containerd): oci_docker.rs
+  python3-grpcio                       # tests/fixtures/cri_client.py, a CRI client: oci_containerd.rs
 )
 
 missing=()

@@ -2,7 +2,10 @@
 //! scripts/test-deps.sh), started by the test with its own root, state and socket,
 //! runs an image imported from the busybox tree through its runc v2 shim with
 //! `ctr run --runc-binary` naming compatrun's `compatrun-runc` link. The persona comes
-//! from the `run.compatrun.persona` OCI annotation (`ctr run --annotation`). Skips
+//! from the `run.compatrun.persona` OCI annotation (`ctr run --annotation`). A second
+//! containerd with the CRI plugin and docs/KUBERNETES.md's runtime configuration runs a
+//! pod through it (tests/fixtures/cri_client.py, a minimal CRI client, since crictl is
+//! not packaged by Debian 12), the persona coming from the pod annotation. Skips
 //! visibly when not root or when containerd is missing.
 
 mod common;
@@ -147,7 +150,7 @@ fn tar(dir: &Path, out: &Path) {
 
 /// A docker-archive image (one layer: the busybox tree) named `name`, as `docker save`
 /// writes one; `ctr image import` reads it.
-fn busybox_archive(work: &Path, name: &str) -> PathBuf {
+fn busybox_archive(work: &Path, name: &str, cmd: &[&str]) -> PathBuf {
     let tree = work.join("tree");
     busybox_tree(&tree).expect("busybox tree");
     let img = work.join("image");
@@ -161,7 +164,7 @@ fn busybox_archive(work: &Path, name: &str) -> PathBuf {
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "config": {"Env": ["PATH=/bin"], "Cmd": cmd},
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff}")]},
     });
     let cfg = img.join("config.json");
@@ -222,7 +225,7 @@ fn ctr_runs_an_imported_image_under_a_persona() {
     // The shim calls `runc --root RUNC_ROOT/NAMESPACE`.
     let state_root = runc_root.join(&c.namespace);
     let image = "localhost/compatrun-busybox:test";
-    let archive = busybox_archive(&base, image);
+    let archive = busybox_archive(&base, image, &["/bin/sh"]);
     let out = c.ctr(&["image", "import", archive.to_str().expect("utf8")]);
     assert_eq!(out.status, 0, "import: {}", out.err());
     let platform_ann = format!("run.compatrun.platform={}", platform());
@@ -399,6 +402,92 @@ fn ctr_runs_an_imported_image_under_a_persona() {
         let d = Path::new("/sys/fs/cgroup").join(h).join(&cg);
         assert!(!d.exists(), "cgroup left: {}", d.display());
     }
+    drop(c);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// The CRI part of docs/KUBERNETES.md: the `compatrun` runtime handler, pod and
+/// container annotations `run.compatrun.*` passed through to config.json.
+fn cri_config(runc: &Path, state: &Path, image: &str) -> String {
+    let cri = "[plugins.\"io.containerd.grpc.v1.cri\"]";
+    let rt = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes";
+    format!(
+        "{cri}\n  sandbox_image = \"{image}\"\n\
+         # This machine withholds CAP_SYS_RESOURCE: a pod sandbox's oomScoreAdj of -998\n\
+         # cannot be written (by runc either); kept at containerd's own score.\n\
+         restrict_oom_score_adj = true\n\
+         {rt}.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
+         {rt}.compatrun]\n  runtime_type = \"io.containerd.runc.v2\"\n\
+         pod_annotations = [\"run.compatrun.*\"]\n\
+         container_annotations = [\"run.compatrun.*\"]\n\
+         {rt}.compatrun.options]\n  BinaryName = \"{}\"\n  Root = \"{}\"\n",
+        runc.display(),
+        state.display()
+    )
+}
+
+#[test]
+fn cri_runs_a_pod_under_the_persona_of_its_annotation() {
+    let test = "cri_runs_a_pod_under_the_persona_of_its_annotation";
+    if !is_root() {
+        return skip(test, "containerd and its runc shim need root");
+    }
+    if !have("containerd") || !have("ctr") || !have("containerd-shim-runc-v2") {
+        return skip(
+            test,
+            "containerd is not installed (scripts/test-deps.sh installs it)",
+        );
+    }
+    let python = Path::new("/usr/bin/python3");
+    let grpc = Command::new(python)
+        .args(["-c", "import grpc"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !grpc {
+        return skip(
+            test,
+            "python3-grpcio is not installed (scripts/test-deps.sh installs it)",
+        );
+    }
+    let base = common::scratch_dir().join(format!("cri-{}", platform()));
+    let runc = runtime_link(&base.join("bin"));
+    let image = "localhost/compatrun-busybox-sleep:test";
+    let dir = base.join("containerd");
+    let state_root = dir.join("compatrun-state");
+    let mut c = Containerd::start(&dir, &cri_config(&runc, &state_root, image));
+    c.namespace = "k8s.io".into();
+    // containerd loaded the CRI plugin with that configuration.
+    let out = c.ctr(&["plugins", "ls"]);
+    let cri_ok = out.out().lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.first() == Some(&"io.containerd.grpc.v1")
+            && f.get(1) == Some(&"cri")
+            && f.last() == Some(&"ok")
+    });
+    assert!(cri_ok, "the cri plugin is not ok: {}", out.out());
+    // The image (also the pod's sandbox image: it sleeps) in the CRI's namespace.
+    let archive = busybox_archive(&base, image, &["/bin/sleep", "2147483647"]);
+    let out = c.ctr(&["image", "import", archive.to_str().expect("utf8")]);
+    assert_eq!(out.status, 0, "import: {}", out.err());
+    // The suite's platform as a pod annotation too (passed through like the persona).
+    let mut client = Command::new(python);
+    client
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cri_client.py"))
+        .arg(dir.join("containerd.sock"))
+        .args(["compatrun", image, "rhel6", &platform()]);
+    let out = run_cmd_within(client, None, LIMIT * 2);
+    let result: serde_json::Value = serde_json::from_str(&out.out())
+        .unwrap_or_else(|e| panic!("cri client: {e}: {} {}", out.out(), out.err()));
+    assert_eq!(out.status, 0, "{result}");
+    assert_eq!(result["exit_code"], 0, "{result}");
+    assert_eq!(result["stdout"], format!("{RHEL6}\n{RHEL6}\n"), "{result}");
+    // compatrun ran the pod (the persona shows) and nothing of it is left.
+    let calls = std::fs::read_dir(state_root.join("k8s.io"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(calls, 0, "compatrun state left");
+    let mounts = mounts_under(&c.dir.join("state"));
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     drop(c);
     let _ = std::fs::remove_dir_all(&base);
 }
