@@ -204,6 +204,12 @@ fn hooks_ps_and_list_over_a_containers_life() {
         };
         assert_eq!(st["status"], status, "{kind}: {st}");
         assert_eq!(st["pid"].as_i64(), Some(want_pid), "{kind}: {st}");
+        // The config's annotations as they were (`state` adds the persona).
+        assert_eq!(
+            st["annotations"],
+            serde_json::json!({"run.compatrun.platform": platform()}),
+            "{kind}: {st}"
+        );
     }
     assert!(!root.join(&id).exists(), "delete left the state");
     let _ = std::fs::remove_dir_all(&base);

@@ -210,7 +210,7 @@ fn create_in(
         seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
     };
     dir.save(&record)?;
-    let st = record.to_json();
+    let st = record.hook_json();
     let hooked = run_hooks(&hooks, "prestart", &st)
         .and_then(|()| run_hooks(&hooks, "createRuntime", &st))
         .and_then(|()| run_hooks(&hooks, "createContainer", &st));
@@ -243,7 +243,7 @@ pub fn start(g: &OciCli, id: &str) -> anyhow::Result<()> {
     let spec = config::load(&r.bundle).ok();
     if let Some(spec) = &spec {
         // Before the program runs: it is exec'd once the fifo is opened.
-        run_hooks(&hooks(spec)?, "startContainer", &r.to_json())?;
+        run_hooks(&hooks(spec)?, "startContainer", &r.hook_json())?;
     }
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -263,7 +263,7 @@ pub fn start(g: &OciCli, id: &str) -> anyhow::Result<()> {
     r.started = true;
     dir.save(&r)?;
     if let Some(spec) = &spec {
-        run_hooks(&hooks(spec)?, "poststart", &r.to_json())?;
+        run_hooks(&hooks(spec)?, "poststart", &r.hook_json())?;
     }
     Ok(())
 }
@@ -381,7 +381,7 @@ pub fn delete(g: &OciCli, id: &str, force: bool) -> anyhow::Result<()> {
             ..Default::default()
         });
     }
-    let mut st = r.to_json();
+    let mut st = r.hook_json();
     st["status"] = "stopped".into();
     std::fs::remove_dir_all(&dir.path).with_context(|| format!("{}", dir.path.display()))?;
     if let Ok(spec) = config::load(&r.bundle) {

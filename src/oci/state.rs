@@ -122,6 +122,14 @@ impl Record {
             "annotations": annotations,
         })
     }
+
+    /// The state a hook reads on its stdin: as [`Record::to_json`], but with the
+    /// config's annotations alone, as the container was configured (hooks compare them).
+    pub fn hook_json(&self) -> serde_json::Value {
+        let mut st = self.to_json();
+        st["annotations"] = serde_json::json!(self.annotations);
+        st
+    }
 }
 
 /// Refuses ids that are not safe as one path component (runc's rule).
