@@ -100,12 +100,26 @@ fn strict_fixture() -> std::path::PathBuf {
 /// other call. As natively: it enters, writes, and its getpid ends it, whether a child
 /// (its parent sees SIGKILL), the process itself (status 137), a second thread (the main
 /// one goes on) or the main thread (the other goes on); and a thread with a filter of its
-/// own is refused with EINVAL. Under a persona whose kernel
+/// own is refused with EINVAL. The same for an i386 build (through `int 0x80`). Under a
+/// persona whose kernel
 /// lacked seccomp(2) (before 3.17) that call is ENOSYS, prctl still works.
 #[test]
 fn strict_seccomp_mode_matches_native() {
     let bin = strict_fixture();
-    for how in ["prctl", "seccomp"] {
+    let mut builds = vec![bin.clone()];
+    if common::have_m32() {
+        builds.push(fixture("strict_mode", &["-m32", "-pthread"]));
+    } else {
+        let test = "strict_seccomp_mode_matches_native";
+        skip(
+            test,
+            "i386 part: no i386 build (gcc -m32) or i386 emulation here",
+        );
+    }
+    for (bin, how) in builds
+        .iter()
+        .flat_map(|b| ["prctl", "seccomp"].map(|how| (b, how)))
+    {
         for who in ["fork", "self", "thread", "leader", "filtered"] {
             let argv = [bin.as_os_str(), how.as_ref(), who.as_ref()];
             let n = common::run_cmd_within(native_cmd(&argv), None, STRICT_LIMIT);
@@ -117,9 +131,15 @@ fn strict_seccomp_mode_matches_native() {
                 _ => (0, "entered; wrote; other goes on\n"),
             };
             let want = (want.0, want.1.to_owned());
-            assert_eq!((n.status, n.out()), want, "native {how} {who}: {}", n.err());
+            let name = bin.display();
+            assert_eq!(
+                (n.status, n.out()),
+                want,
+                "native {name} {how} {who}: {}",
+                n.err()
+            );
             let g = common::run_cmd_within(common::under_cmd("host", &argv), None, STRICT_LIMIT);
-            assert_eq!((g.status, g.out()), want, "{how} {who}: {}", g.err());
+            assert_eq!((g.status, g.out()), want, "{name} {how} {who}: {}", g.err());
         }
     }
     let argv = [bin.as_os_str(), "seccomp".as_ref()];
@@ -169,26 +189,4 @@ fn strict_seccomp_mode_shows_as_a_filter_in_proc() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!((n.status, n.out()), (0, shown(0, 1)), "native: {}", n.err());
     assert_eq!((g.status, g.out()), (0, shown(1, 2)), "{}", g.err());
-}
-
-/// An i386 program's strict-mode request (through `int 0x80`) is not emulated: the
-/// platforms cannot run calls in a 32-bit thread, so the kernel refuses it with EINVAL
-/// (a README limit; the program sees a refused sandbox, never a missing one).
-#[test]
-fn an_i386_strict_seccomp_request_is_refused_with_einval() {
-    let test = "an_i386_strict_seccomp_request_is_refused_with_einval";
-    if !common::have_m32() {
-        skip(test, "no i386 build (gcc -m32) or i386 emulation here");
-        return;
-    }
-    let bin = fixture("strict_mode", &["-m32", "-pthread"]);
-    for how in ["prctl", "seccomp"] {
-        let argv = [bin.as_os_str(), how.as_ref()];
-        let n = common::run_cmd_within(native_cmd(&argv), None, STRICT_LIMIT);
-        let want = (0, "entered; wrote; killed by 9\n".to_owned());
-        assert_eq!((n.status, n.out()), want, "native {how}: {}", n.err());
-        let g = common::run_cmd_within(common::under_cmd("host", &argv), None, STRICT_LIMIT);
-        let want = (0, "refused: Invalid argument\n".to_owned());
-        assert_eq!((g.status, g.out()), want, "{how}: {}", g.err());
-    }
 }

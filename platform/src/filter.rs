@@ -43,11 +43,13 @@ const OFF_ARCH: u32 = 4;
 const OFF_IP: u32 = 8;
 const OFF_ARGS: u32 = 16;
 
-/// One x86_64 call caught only with given argument values (every other call of that
-/// number gets the spec's rule).
+/// One x86_64 or i386 call caught only with given argument values (every other call of
+/// that number gets the spec's rule).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArgCatch {
-    /// The x86_64 number.
+    /// The ABI: x86_64 or i386 (an x32 one is never caught).
+    pub arch: Arch,
+    /// The number in that ABI.
     pub nr: u32,
     /// `(argument index, value)` pairs that must all hold; a value of `u32` type is
     /// compared in the low 32 bits only (as the kernel reads an `int` argument).
@@ -201,8 +203,8 @@ pub fn compile(spec: &InterceptSpec, catch: CatchAction) -> Vec<Insn> {
     compile_with(spec, catch, &[])
 }
 
-/// [`compile`], with `arg_catches` caught (as [`Rule::Catch`] on x86_64) before the
-/// spec's rules apply.
+/// [`compile`], with `arg_catches` caught (as [`Rule::Catch`]) before the spec's rules
+/// apply.
 pub fn compile_with(
     spec: &InterceptSpec,
     catch: CatchAction,
@@ -212,7 +214,7 @@ pub fn compile_with(
     for &(nr, ip) in &spec.allow_from_ip {
         push_ip_exception(&mut x86_64, nr, ip);
     }
-    for c in arg_catches {
+    for c in arg_catches.iter().filter(|c| c.arch == Arch::X86_64) {
         push_arg_catch(&mut x86_64, c, ret_value(Rule::Catch, Arch::X86_64, catch));
     }
     let mut x64_tree = Vec::new();
@@ -225,6 +227,9 @@ pub fn compile_with(
     x86_64.extend(x32);
 
     let mut i386 = vec![stmt(BPF_LD_W_ABS, OFF_NR)];
+    for c in arg_catches.iter().filter(|c| c.arch == Arch::I386) {
+        push_arg_catch(&mut i386, c, ret_value(Rule::Catch, Arch::I386, catch));
+    }
     emit_tree(&ranges(spec, Arch::I386, catch), &mut i386);
 
     let mut prog = vec![stmt(BPF_LD_W_ABS, OFF_ARCH)];
@@ -258,7 +263,7 @@ fn push_ip_exception(out: &mut Vec<Insn>, nr: u32, ip: u64) {
     ]);
 }
 
-/// Pushes "x86_64 call `c.nr` with `c.args`: return `ret`". Only calls numbered `c.nr`
+/// Pushes "call `c.nr` with `c.args`: return `ret`" (into `c.arch`'s block). Only calls numbered `c.nr`
 /// read an argument. Expects the number in the accumulator and leaves it there.
 fn push_arg_catch(out: &mut Vec<Insn>, c: &ArgCatch, ret: u32) {
     let mut body = Vec::new();

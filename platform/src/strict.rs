@@ -5,7 +5,8 @@
 //! rest of its life, for exactly this); the filters are in `filter::strict`.
 //!
 //! **Confining.** The thread installs [`filter::strict::confinement`] on itself, through
-//! injected calls: the program is written into the thread's stack below its red zone (or,
+//! injected calls of its own ABI (x86_64 through `syscall`, i386 through `int $0x80`, the
+//! `struct sock_fprog` laid out for that ABI): the program is written into the thread's stack below its red zone (or,
 //! if that page is not there, into a page it maps and unmaps meanwhile) and installed
 //! with `prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)`. Installing a filter needs
 //! `CAP_SYS_ADMIN` or no_new_privs, where strict mode needs neither; a thread with
@@ -20,7 +21,8 @@
 //! **Ending.** Natively the kernel ends only the calling thread, with `do_exit(SIGKILL)`.
 //! From outside, a SIGKILL ends the whole process; so when the thread is its process's
 //! last, the process gets SIGKILL (its parent sees exactly what it sees natively), and
-//! otherwise the thread is made to call `exit(0)` (its signals blocked first), so the
+//! otherwise the thread is made to call `exit(0)` (its signals blocked first; `exit` of
+//! its ABI), so the
 //! other threads go on. What differs: a thread group leader ended this way while other
 //! threads live has exit code 0 where natively it has SIGKILL, which the parent sees only
 //! if the other threads then end one by one rather than by `exit_group`.
@@ -30,7 +32,7 @@ use nix::sys::ptrace;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::contract::{Syscall, ThreadOpError};
+use crate::contract::{Arch, Syscall, ThreadOpError};
 use crate::filter::{self, strict};
 
 const EINVAL: i64 = -(libc::EINVAL as i64);
@@ -38,9 +40,49 @@ const EACCES: i64 = -(libc::EACCES as i64);
 const PR_SET_SECCOMP: u64 = 22;
 const PR_SET_NO_NEW_PRIVS: u64 = 38;
 const SECCOMP_MODE_FILTER: u64 = 2;
-const MMAP: u32 = 9;
-const MUNMAP: u32 = 11;
-const EXIT: u64 = 60;
+/// The code segment selector of 32-bit user code on x86_64.
+const USER_CS_32: u64 = 0x23;
+
+/// The calls (and `struct sock_fprog` layout) of one ABI.
+#[derive(Clone, Copy, Debug)]
+struct Abi {
+    prctl: u32,
+    seccomp: u32,
+    /// `mmap` (x86_64) or `mmap2` (i386): the same arguments for an offset of 0.
+    mmap: u32,
+    munmap: u32,
+    exit: u64,
+    /// Where `sock_fprog.filter` sits (after `len` and padding), and its size.
+    filter_at: usize,
+    pointer: usize,
+}
+
+const ABI_64: Abi = Abi {
+    prctl: strict::PRCTL,
+    seccomp: strict::SECCOMP,
+    mmap: 9,
+    munmap: 11,
+    exit: 60,
+    filter_at: 8,
+    pointer: 8,
+};
+const ABI_32: Abi = Abi {
+    prctl: strict::PRCTL_32,
+    seccomp: strict::SECCOMP_32,
+    mmap: 192,
+    munmap: 91,
+    exit: 1,
+    filter_at: 4,
+    pointer: 4,
+};
+
+fn abi(arch: Arch) -> Abi {
+    if arch == Arch::I386 {
+        ABI_32
+    } else {
+        ABI_64
+    }
+}
 /// The x86_64 red zone below the stack pointer, which leaf code may be using.
 const RED_ZONE: u64 = 128;
 const PAGE: u64 = 4096;
@@ -67,14 +109,17 @@ fn filters(who: &str) -> u32 {
         .unwrap_or(0)
 }
 
-/// The `struct sock_fprog` for a program at `at`, followed by the program: what goes
-/// into guest memory at `at - 16`.
-fn image(prog: &[filter::Insn], at: u64) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(16 + prog.len() * 8);
+/// Room for the `struct sock_fprog` before the program (either ABI's).
+const HEADER: u64 = 16;
+
+/// The `struct sock_fprog` of `abi` for a program at `at`, padded to [`HEADER`] bytes,
+/// followed by the program: what goes into guest memory at `at - HEADER`.
+fn image(abi: Abi, prog: &[filter::Insn], at: u64) -> Vec<u8> {
+    let mut bytes = vec![0; 16];
     let len = u16::try_from(prog.len()).unwrap_or(u16::MAX);
-    bytes.extend_from_slice(&len.to_ne_bytes());
-    bytes.extend_from_slice(&[0; 6]);
-    bytes.extend_from_slice(&at.to_ne_bytes());
+    bytes[..2].copy_from_slice(&len.to_ne_bytes());
+    let ptr = at.to_ne_bytes();
+    bytes[abi.filter_at..abi.filter_at + abi.pointer].copy_from_slice(&ptr[..abi.pointer]);
     for insn in prog {
         bytes.extend_from_slice(&insn.code.to_ne_bytes());
         bytes.push(insn.jt);
@@ -92,7 +137,8 @@ pub(crate) fn confine(
     call: &Syscall,
     mut run: impl FnMut(u32, [u64; 6]) -> Result<i64, ThreadOpError>,
 ) -> Result<i64, ThreadOpError> {
-    if call.nr == strict::SECCOMP && (call.args[1] & 0xffff_ffff != 0 || call.args[2] != 0) {
+    let abi = abi(call.arch);
+    if call.nr == abi.seccomp && (call.args[1] & 0xffff_ffff != 0 || call.args[2] != 0) {
         return Ok(EINVAL);
     }
     // A filter of its own besides compatrun's (which is one more than compatrun has).
@@ -100,33 +146,41 @@ pub(crate) fn confine(
         return Ok(EINVAL);
     }
     let prog = strict::confinement();
-    let size = 16 + 8 * prog.len() as u64;
+    let size = HEADER + 8 * prog.len() as u64;
     let sp = ptrace::getregs(pid).map_err(failed("GETREGS"))?.rsp;
     let below = sp.wrapping_sub(RED_ZONE + size) & !15;
-    let (fprog, mapped) = if crate::mem::write(pid, below, &image(&prog, below + 16)).is_ok() {
+    let fits = below < sp && (call.arch != Arch::I386 || below + size <= 1 << 32);
+    let on_stack =
+        fits && crate::mem::write(pid, below, &image(abi, &prog, below + HEADER)).is_ok();
+    let (fprog, mapped) = if on_stack {
         (below, None)
     } else {
         // The stack's page below is not there: a page of its own, for the moment.
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
         let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-        let page = run(MMAP, [0, PAGE, prot, flags, u64::MAX, 0])?;
+        let no_fd = if call.arch == Arch::I386 {
+            u64::from(u32::MAX)
+        } else {
+            u64::MAX
+        };
+        let page = run(abi.mmap, [0, PAGE, prot, flags, no_fd, 0])?;
         let page = u64::try_from(page).map_err(|_| ThreadOpError::Failed {
             op: "mmap",
             errno: i32::try_from(-page).unwrap_or(0),
         })?;
-        if let Err(e) = crate::mem::write(pid, page, &image(&prog, page + 16)) {
-            let _ = run(MUNMAP, [page, PAGE, 0, 0, 0, 0]);
+        if let Err(e) = crate::mem::write(pid, page, &image(abi, &prog, page + HEADER)) {
+            let _ = run(abi.munmap, [page, PAGE, 0, 0, 0, 0]);
             return Err(e.into());
         }
         (page, Some(page))
     };
     let install = [PR_SET_SECCOMP, SECCOMP_MODE_FILTER, fprog, 0, 0, 0];
-    let mut result = run(strict::PRCTL, install);
-    if result == Ok(EACCES) && run(strict::PRCTL, [PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0]) == Ok(0) {
-        result = run(strict::PRCTL, install);
+    let mut result = run(abi.prctl, install);
+    if result == Ok(EACCES) && run(abi.prctl, [PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0]) == Ok(0) {
+        result = run(abi.prctl, install);
     }
     if let Some(page) = mapped {
-        let _ = run(MUNMAP, [page, PAGE, 0, 0, 0, 0]);
+        let _ = run(abi.munmap, [page, PAGE, 0, 0, 0, 0]);
     }
     result
 }
@@ -155,28 +209,30 @@ pub(crate) fn end_thread(pid: Pid) -> Ending {
     let tgid = crate::mem::tgid_of(pid).unwrap_or(pid.as_raw());
     let alone = crate::ptrace::inject::live_threads(tgid)
         .is_ok_and(|threads| threads.iter().all(|&t| t == pid));
-    if !alone {
-        if let Some(at) = crate::ptrace::inject::syscall_insn_in_vdso(pid) {
-            if exit_alone(pid, at).is_ok() {
-                return Ending::Exiting;
-            }
-        }
+    if !alone && exit_alone(pid).is_ok() {
+        return Ending::Exiting;
     }
     // The last thread, or it cannot be made to exit alone: the whole process.
     let _ = kill(Pid::from_raw(tgid), Signal::SIGKILL);
     Ending::Killed
 }
 
-/// Sets `pid` up to call `exit(0)` at `at` (a `syscall` instruction) with every
-/// blockable signal blocked.
-fn exit_alone(pid: Pid, at: u64) -> nix::Result<()> {
-    let mut regs = ptrace::getregs(pid)?;
-    regs.rip = at;
-    regs.rax = EXIT;
-    regs.rdi = 0;
+/// Sets `pid` up to call `exit(0)` (through a `syscall` or, in 32-bit code, an
+/// `int $0x80` of its vDSO) with every blockable signal blocked.
+fn exit_alone(pid: Pid) -> Result<(), ThreadOpError> {
+    use crate::ptrace::inject::{int80_in_vdso, syscall_insn_in_vdso};
+    let mut regs = ptrace::getregs(pid).map_err(failed("GETREGS"))?;
+    let (abi, at) = if regs.cs == USER_CS_32 {
+        (ABI_32, int80_in_vdso(pid))
+    } else {
+        (ABI_64, syscall_insn_in_vdso(pid))
+    };
+    regs.rip = at.ok_or(ThreadOpError::Unsupported)?;
+    regs.rax = abi.exit;
+    (regs.rdi, regs.rbx) = (0, 0);
     regs.orig_rax = u64::MAX; // not in a call: nothing to restart
-    ptrace::setregs(pid, regs)?;
-    crate::sys::inject::set_sigmask(pid, u64::MAX)
+    ptrace::setregs(pid, regs).map_err(failed("SETREGS"))?;
+    crate::sys::inject::set_sigmask(pid, u64::MAX).map_err(failed("SETSIGMASK"))
 }
 
 #[cfg(test)]
@@ -186,16 +242,20 @@ mod tests {
     #[test]
     fn the_program_image_is_a_sock_fprog_then_the_instructions() {
         let prog = strict::confinement();
-        let bytes = image(&prog, 0x1000_0010);
+        let bytes = image(ABI_64, &prog, 0x1000_0010);
         assert_eq!(bytes.len(), 16 + 8 * prog.len());
-        assert_eq!(
-            usize::from(u16::from_ne_bytes([bytes[0], bytes[1]])),
-            prog.len()
-        );
+        let len = u16::from_ne_bytes([bytes[0], bytes[1]]);
+        assert_eq!(usize::from(len), prog.len());
         assert_eq!(bytes[8..16], 0x1000_0010u64.to_ne_bytes());
         let last = &bytes[bytes.len() - 8..];
         let insn = prog[prog.len() - 1];
         assert_eq!(last[..2], insn.code.to_ne_bytes());
         assert_eq!(last[4..], insn.k.to_ne_bytes());
+        // i386: `struct compat_sock_fprog` { u16 len; u32 filter; }.
+        let compat = image(ABI_32, &prog, 0x1000_0010);
+        assert_eq!(compat[..2], bytes[..2]);
+        assert_eq!(compat[4..8], 0x1000_0010u32.to_ne_bytes());
+        assert_eq!(compat[8..16], [0; 8]);
+        assert_eq!(compat[16..], bytes[16..]);
     }
 }

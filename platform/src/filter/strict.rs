@@ -3,8 +3,8 @@
 //!
 //! The kernel refuses strict mode to a thread that has a filter, and every guest thread
 //! has compatrun's. So a request (`prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT)` or
-//! `seccomp(SECCOMP_SET_MODE_STRICT, 0, NULL)`) is caught, by its arguments so no other
-//! `prctl` or `seccomp` call is, and the thread gets a filter that allows what strict mode
+//! `seccomp(SECCOMP_SET_MODE_STRICT, 0, NULL)`, x86_64 or i386) is caught, by its
+//! arguments so no other `prctl` or `seccomp` call is, and the thread gets a filter that allows what strict mode
 //! allows (x86_64 `read`, `write`, `exit`, `rt_sigreturn`; through `int 0x80`, the i386
 //! `read`, `write`, `exit`, `sigreturn` the kernel's `mode1_syscalls_32` lists) and
 //! answers anything else with `SECCOMP_RET_TRAP` carrying [`FORBIDDEN`]: a trap outranks
@@ -33,7 +33,13 @@ const PR_SET_SECCOMP: u32 = 22;
 const SECCOMP_MODE_STRICT: u64 = 1;
 const SECCOMP_SET_MODE_STRICT: u32 = 0;
 
+/// `prctl` (i386).
+pub const PRCTL_32: u32 = 172;
+/// `seccomp` (i386).
+pub const SECCOMP_32: u32 = 354;
+
 const BY_PRCTL: ArgCatch = ArgCatch {
+    arch: Arch::X86_64,
     nr: PRCTL,
     args: &[
         (0, ArgValue::Low32(PR_SET_SECCOMP)),
@@ -41,17 +47,27 @@ const BY_PRCTL: ArgCatch = ArgCatch {
     ],
 };
 const BY_SECCOMP: ArgCatch = ArgCatch {
+    arch: Arch::X86_64,
     nr: SECCOMP,
     args: &[(0, ArgValue::Low32(SECCOMP_SET_MODE_STRICT))],
 };
+const BY_PRCTL_32: ArgCatch = ArgCatch {
+    arch: Arch::I386,
+    nr: PRCTL_32,
+    ..BY_PRCTL
+};
+const BY_SECCOMP_32: ArgCatch = ArgCatch {
+    arch: Arch::I386,
+    nr: SECCOMP_32,
+    ..BY_SECCOMP
+};
 
-/// The x86_64 strict-mode requests compatrun's filter catches: each of the two calls
+/// The strict-mode requests compatrun's filter catches, x86_64 and i386: each call
 /// unless the persona's kernel lacks it (the filter then answers its errno, as before).
-/// i386 requests are not caught: the kernel refuses them (EINVAL).
 pub fn requests(spec: &InterceptSpec) -> Vec<ArgCatch> {
-    [BY_PRCTL, BY_SECCOMP]
+    [BY_PRCTL, BY_SECCOMP, BY_PRCTL_32, BY_SECCOMP_32]
         .into_iter()
-        .filter(|c| !matches!(spec.rule_for(Arch::X86_64, c.nr), Rule::Errno(_)))
+        .filter(|c| !matches!(spec.rule_for(c.arch, c.nr), Rule::Errno(_)))
         .collect()
 }
 
@@ -59,12 +75,13 @@ pub fn requests(spec: &InterceptSpec) -> Vec<ArgCatch> {
 pub fn is_request(call: &Syscall) -> bool {
     #[allow(clippy::cast_possible_truncation)] // an int parameter: its low 32 bits
     let arg0 = call.args[0] as u32;
-    call.arch == Arch::X86_64
-        && match call.nr {
-            PRCTL => arg0 == PR_SET_SECCOMP && call.args[1] == SECCOMP_MODE_STRICT,
-            SECCOMP => arg0 == SECCOMP_SET_MODE_STRICT,
-            _ => false,
-        }
+    let by_prctl = arg0 == PR_SET_SECCOMP && call.args[1] == SECCOMP_MODE_STRICT;
+    let by_seccomp = arg0 == SECCOMP_SET_MODE_STRICT;
+    match (call.arch, call.nr) {
+        (Arch::X86_64, PRCTL) | (Arch::I386, PRCTL_32) => by_prctl,
+        (Arch::X86_64, SECCOMP) | (Arch::I386, SECCOMP_32) => by_seccomp,
+        _ => false,
+    }
 }
 
 /// The x86_64 calls strict mode allows: `read`, `write`, `exit`, `rt_sigreturn`.
@@ -168,9 +185,26 @@ mod tests {
         // The spec's own catches are untouched.
         let uname = evaluate_call(&prog, AUDIT_ARCH_X86_64, 63, 0, &[0; 6]);
         assert_eq!(uname, caught);
-        // i386 and x32 requests go to the kernel.
-        let i386 = evaluate_call(&prog, AUDIT_ARCH_I386, 172, 0, &[22, 1, 0, 0, 0, 0]);
-        assert_eq!(i386, Some(RET_ALLOW));
+        // i386 requests too, x32 ones go to the kernel.
+        let i386 = |nr, args: [u64; 6]| {
+            let got = evaluate_call(&prog, AUDIT_ARCH_I386, nr, 0, &args);
+            let call = Syscall {
+                arch: Arch::I386,
+                nr,
+                args,
+            };
+            assert_eq!(
+                got == Some(RET_USER_NOTIF),
+                is_request(&call),
+                "i386 {nr} {args:?}"
+            );
+            got
+        };
+        assert_eq!(i386(PRCTL_32, [22, 1, 0, 0, 0, 0]), caught);
+        assert_eq!(i386(PRCTL_32, [22, 2, 0, 0, 0, 0]), Some(RET_ALLOW));
+        assert_eq!(i386(SECCOMP_32, [0, 0, 0, 0, 0, 0]), caught);
+        assert_eq!(i386(SECCOMP_32, [1, 0, 0, 0, 0, 0]), Some(RET_ALLOW));
+        assert_eq!(i386(PRCTL, [22, 1, 0, 0, 0, 0]), Some(RET_ALLOW));
         let x32 = PRCTL | X32_SYSCALL_BIT;
         let x32 = evaluate_call(&prog, AUDIT_ARCH_X86_64, x32, 0, &[22, 1, 0, 0, 0, 0]);
         assert_eq!(x32, Some(RET_ALLOW));
@@ -181,7 +215,7 @@ mod tests {
         let mut spec = InterceptSpec::allow_all();
         spec.rules.push((Arch::X86_64, SECCOMP, Rule::Errno(38)));
         let catches = requests(&spec);
-        assert_eq!(catches, vec![BY_PRCTL]);
+        assert_eq!(catches, vec![BY_PRCTL, BY_PRCTL_32, BY_SECCOMP_32]);
         let prog = compile_with(&spec, CatchAction::Trace, &catches);
         let got = evaluate_call(&prog, AUDIT_ARCH_X86_64, SECCOMP, 0, &[0; 6]);
         assert_eq!(got, Some(RET_ERRNO | 38));

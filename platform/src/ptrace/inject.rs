@@ -23,7 +23,7 @@ use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::unistd::Pid;
 
-use crate::contract::ThreadOpError;
+use crate::contract::{Arch, ThreadOpError};
 use crate::sys::inject::{get_sigmask, set_sigmask, wait_thread};
 use crate::sys::WaitEvent;
 
@@ -32,6 +32,8 @@ pub(crate) type Deferred = VecDeque<WaitEvent>;
 
 /// The code segment selector of 64-bit user code on x86_64.
 const USER_CS_64: u64 = 0x33;
+/// The code segment selector of 32-bit user code on x86_64.
+const USER_CS_32: u64 = 0x23;
 /// How long the other threads of a process get to stop before a patch is given up.
 const STOP_TIMEOUT: Duration = Duration::from_millis(500);
 /// Single steps tried before a system call is given up (each extra one follows a stop
@@ -50,6 +52,17 @@ fn failed(op: &'static str) -> impl Fn(Errno) -> ThreadOpError {
 
 /// The address of a `syscall` instruction (bytes `0f 05`) in `pid`'s vDSO.
 pub(crate) fn syscall_insn_in_vdso(pid: Pid) -> Option<u64> {
+    insn_in_vdso(pid, [0x0f, 0x05])
+}
+
+/// The address of an `int $0x80` instruction (bytes `cd 80`) in `pid`'s vDSO (a 32-bit
+/// process's has one in `__kernel_vsyscall` and its signal-return code).
+pub(crate) fn int80_in_vdso(pid: Pid) -> Option<u64> {
+    insn_in_vdso(pid, [0xcd, 0x80])
+}
+
+/// The address of the two-byte instruction `insn` in `pid`'s vDSO.
+fn insn_in_vdso(pid: Pid, insn: [u8; 2]) -> Option<u64> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     let range = maps
         .lines()
@@ -62,22 +75,38 @@ pub(crate) fn syscall_insn_in_vdso(pid: Pid) -> Option<u64> {
     let len = usize::try_from(end.checked_sub(start)?).ok()?.min(1 << 16);
     let mut code = vec![0u8; len];
     crate::mem::read(pid, start, &mut code).ok()?;
-    let at = code.windows(2).position(|w| w == [0x0f, 0x05])?;
+    let at = code.windows(2).position(|w| w == insn)?;
     start.checked_add(u64::try_from(at).ok()?)
 }
 
-/// Runs system call `nr` in `pid`, which is in a signal-delivery stop.
+/// Runs x86_64 system call `nr` in `pid`, which is in a signal-delivery stop.
 pub(crate) fn run_syscall(
     pid: Pid,
     deferred: &mut Deferred,
     nr: u32,
     args: [u64; 6],
 ) -> Result<i64, ThreadOpError> {
+    run_syscall_as(pid, deferred, Arch::X86_64, nr, args)
+}
+
+/// Runs system call `nr` of ABI `arch` in `pid`: an x86_64 call in a thread running
+/// 64-bit code (through `syscall`), an i386 one in a thread running 32-bit code (through
+/// `int $0x80`, arguments in ebx, ecx, edx, esi, edi, ebp). Anything else is
+/// [`ThreadOpError::Unsupported`].
+pub(crate) fn run_syscall_as(
+    pid: Pid,
+    deferred: &mut Deferred,
+    arch: Arch,
+    nr: u32,
+    args: [u64; 6],
+) -> Result<i64, ThreadOpError> {
     let saved = ptrace::getregs(pid).map_err(failed("GETREGS"))?;
-    if saved.cs != USER_CS_64 {
-        return Err(ThreadOpError::Unsupported);
+    let at = match (arch, saved.cs) {
+        (Arch::X86_64, USER_CS_64) => syscall_insn_in_vdso(pid),
+        (Arch::I386, USER_CS_32) => int80_in_vdso(pid),
+        _ => None,
     }
-    let at = syscall_insn_in_vdso(pid).ok_or(ThreadOpError::Unsupported)?;
+    .ok_or(ThreadOpError::Unsupported)?;
     let info = ptrace::getsiginfo(pid).map_err(failed("GETSIGINFO"))?;
     let mask = get_sigmask(pid).map_err(failed("GETSIGMASK"))?;
     set_sigmask(pid, u64::MAX).map_err(failed("SETSIGMASK"))?;
@@ -85,7 +114,11 @@ pub(crate) fn run_syscall(
     regs.rip = at;
     regs.rax = u64::from(nr);
     regs.orig_rax = u64::MAX; // not in a system call: nothing to restart
-    [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9] = args;
+    if arch == Arch::I386 {
+        [regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp] = args;
+    } else {
+        [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9] = args;
+    }
     let result = ptrace::setregs(pid, regs)
         .map_err(failed("SETREGS"))
         .and_then(|()| step_through(pid, at, deferred));
@@ -97,7 +130,15 @@ pub(crate) fn run_syscall(
     // The thread now sits in the single step's SIGTRAP stop: give it back the siginfo
     // of the signal it was stopped for, which resuming it may still deliver.
     ptrace::setsiginfo(pid, &info).map_err(failed("SETSIGINFO"))?;
-    result
+    // An i386 result is 32 bits wide.
+    #[allow(clippy::cast_possible_truncation)]
+    result.map(|r| {
+        if arch == Arch::I386 {
+            i64::from(r as i32)
+        } else {
+            r
+        }
+    })
 }
 
 /// Single-steps the `syscall` instruction at `at` until it has run; its result.

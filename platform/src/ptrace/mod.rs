@@ -397,7 +397,7 @@ impl Tracer {
         let pid = stopped.pid();
         let deferred = &mut self.deferred;
         let result = crate::strict::confine(pid, call, |nr, args| {
-            inject::run_syscall(pid, deferred, nr, args)
+            inject::run_syscall_as(pid, deferred, call.arch, nr, args)
         });
         let value = match result {
             Ok(0) => {

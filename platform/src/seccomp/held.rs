@@ -193,7 +193,7 @@ impl Held {
         }
         let mut deferred = Deferred::new();
         let result = crate::strict::confine(pid, &call, |nr, args| {
-            inject::run_syscall(pid, &mut deferred, nr, args)
+            inject::run_syscall_as(pid, &mut deferred, call.arch, nr, args)
         });
         match result {
             Ok(0) => {
