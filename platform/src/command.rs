@@ -50,6 +50,8 @@ pub struct GuestCommand {
     /// refuses is refused even if compatrun would emulate it, and a call they allow that
     /// compatrun catches still reaches compatrun.
     pub extra_filters: Vec<ExtraFilter>,
+    /// A terminal for the guest's first process (see [`TerminalSpec`]).
+    pub terminal: Option<TerminalSpec>,
 }
 
 /// One classic BPF instruction, as the kernel's `struct sock_filter` has it.
@@ -90,6 +92,21 @@ impl ExtraFilter {
     pub const FLAG_SPEC_ALLOW: u32 = 1 << 2;
     /// The flags an extra filter may carry.
     pub const ALLOWED_FLAGS: u32 = Self::FLAG_TSYNC | Self::FLAG_LOG | Self::FLAG_SPEC_ALLOW;
+}
+
+/// A new pseudo-terminal for the guest's first process, made by that process itself once
+/// its root filesystem (or joined mount namespace) is in place and before the start
+/// gate: it opens `/dev/ptmx` as it sees it (the container's own devpts instance when
+/// /dev/ptmx leads there), becomes a session leader with the slave as its controlling
+/// terminal and as descriptors 0, 1 and 2, sets the window size, and sends the master
+/// over `socket` (`SCM_RIGHTS`, with `/dev/ptmx` as the message's bytes) before closing
+/// its own copies of both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TerminalSpec {
+    /// A connected Unix stream socket the master goes out on.
+    pub socket: std::os::fd::RawFd,
+    /// The window size (rows, columns); `None` leaves the kernel's default (0x0).
+    pub size: Option<(u16, u16)>,
 }
 
 /// Capability sets as bit masks (bit N = capability N), as `capset(2)` and the

@@ -134,6 +134,11 @@ impl PlatformError {
                 op: "install the container's seccomp filter",
                 source,
             },
+            ChildStage::Terminal => PlatformError::Spawn {
+                op: "make the terminal (open /dev/ptmx in the guest's root, make the slave \
+                     its controlling terminal, send the master)",
+                source,
+            },
         }
     }
 }

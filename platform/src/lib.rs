@@ -32,7 +32,9 @@ mod strict;
 pub mod sys;
 
 pub use backend::{choose, Capabilities, Choice, Declaration, Platform, RunNeeds};
-pub use command::{BpfInsn, CapSets, ExitStatus, ExtraFilter, GuestCommand, IdMap, RootSetup};
+pub use command::{
+    BpfInsn, CapSets, ExitStatus, ExtraFilter, GuestCommand, IdMap, RootSetup, TerminalSpec,
+};
 pub use contract::{
     Arch, Fault, GuestThread, InterceptSpec, Regs, Rule, SignalInfo, SignalVerdict, Supervisor,
     Syscall, ThreadOpError, Verdict,

@@ -70,6 +70,7 @@ fn command(script: &str) -> GuestCommand {
         start_gate: None,
         join_mount_ns: None,
         extra_filters: Vec::new(),
+        terminal: None,
     }
 }
 

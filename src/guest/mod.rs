@@ -45,6 +45,7 @@ pub struct GuestBuilder {
     start_gate: Option<std::os::fd::RawFd>,
     join: Option<(std::os::fd::RawFd, PathBuf)>,
     extra_filters: Vec<platform::ExtraFilter>,
+    terminal: Option<platform::TerminalSpec>,
 }
 
 /// The description the platform runs, and where its program is (the root it runs in, the
@@ -149,6 +150,13 @@ impl GuestBuilder {
         self
     }
 
+    /// A terminal the guest's first process makes for itself, sending its master out
+    /// on a socket ([`platform::TerminalSpec`]).
+    pub fn terminal(mut self, t: Option<platform::TerminalSpec>) -> Self {
+        self.terminal = t;
+        self
+    }
+
     /// The guest's PATH, if its environment has one.
     fn path(&self) -> Option<OsString> {
         self.env
@@ -226,6 +234,7 @@ impl GuestBuilder {
                     start_gate: self.start_gate,
                     join_mount_ns: self.join.as_ref().map(|(fd, _)| *fd),
                     extra_filters: self.extra_filters,
+                    terminal: self.terminal,
                 },
                 exec_target: Some(target),
             });
@@ -280,6 +289,7 @@ impl GuestBuilder {
                 start_gate: self.start_gate,
                 join_mount_ns: None,
                 extra_filters: self.extra_filters,
+                terminal: self.terminal,
             },
             exec_target: target,
         })

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bindfile;
+pub mod console;
 pub mod guest_mount;
 pub mod inject;
 pub mod map;

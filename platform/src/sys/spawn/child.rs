@@ -56,7 +56,6 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
     }
     // SAFETY: as above.
     unsafe {
-        let mut dropped_privileges = false;
         if let Some(fd) = ctx.image.join_mnt {
             // setns of a mount namespace also moves our root and working directory.
             if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
@@ -64,6 +63,15 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
             }
             libc::close(fd);
         }
+    }
+    // The terminal comes from the root the guest sees (as runc's init opens /dev/ptmx
+    // after its pivot_root), before the user switch and the filter.
+    if let Some(t) = &ctx.image.terminal {
+        super::terminal::take_terminal(ctx, t);
+    }
+    // SAFETY: as above.
+    unsafe {
+        let mut dropped_privileges = false;
         if let Some(caps) = &ctx.image.caps {
             // The bounding set first (it needs CAP_SETPCAP, which a switch of user
             // clears from the effective set); keep the permitted set across that switch.

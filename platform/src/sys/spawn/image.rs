@@ -57,6 +57,8 @@ pub struct ChildImage {
     /// The parent's children start in a pid namespace it joined (`setns`): the child
     /// then sees its parent as pid 0.
     pub(super) joined_pid_ns: bool,
+    /// A terminal the guest's first process makes for itself.
+    pub(super) terminal: Option<crate::command::TerminalSpec>,
 }
 
 /// Directories that may briefly hold a private tmpfs while synthetic files are made
@@ -185,6 +187,7 @@ impl ChildImage {
             join_mnt: cmd.join_mount_ns,
             joined_pid_ns: std::fs::read_link("/proc/self/ns/pid_for_children").ok()
                 != std::fs::read_link("/proc/self/ns/pid").ok(),
+            terminal: cmd.terminal,
         })
     }
 

@@ -14,7 +14,8 @@
 //! - `init`: with a pid namespace, its pid 1 (mounts, forking the guest, reaping);
 //! - [`image`]: what the parent prepares for the other two before `fork`;
 //! - [`wire`]: the messages between the roles, encoded and decoded in one place;
-//! - `caps`: capability sets, for the child and the init.
+//! - `caps`: capability sets, for the child and the init;
+//! - `terminal`: the guest's first process making its own pty (`GuestCommand::terminal`).
 
 mod caps;
 mod child;
@@ -22,6 +23,7 @@ pub mod image;
 mod init;
 mod lockdown;
 pub mod parent;
+mod terminal;
 pub mod wire;
 
 pub use image::ChildImage;

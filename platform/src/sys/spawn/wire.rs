@@ -33,6 +33,8 @@ pub enum ChildStage {
     Gate,
     /// Installing the front end's own filters ([`crate::ExtraFilter`]).
     ExtraFilter,
+    /// Making the guest's terminal.
+    Terminal,
 }
 
 /// Why the child did not reach the guest program.
@@ -85,6 +87,7 @@ impl ChildStage {
             ChildStage::Capabilities => 8,
             ChildStage::Gate => 9,
             ChildStage::ExtraFilter => 10,
+            ChildStage::Terminal => 11,
         }
     }
 
@@ -107,6 +110,7 @@ impl ChildStage {
             Self::Capabilities,
             Self::Gate,
             Self::ExtraFilter,
+            Self::Terminal,
         ]
         .into_iter()
         .find(|s| s.code() == c)
@@ -219,6 +223,9 @@ mod tests {
             ChildStage::Isolate,
             ChildStage::Rootfs(513),
             ChildStage::User,
+            ChildStage::Capabilities,
+            ChildStage::Gate,
+            ChildStage::Terminal,
         ];
         let mut all = vec![
             Message::Go,

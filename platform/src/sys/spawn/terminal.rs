@@ -1,0 +1,105 @@
+//! The guest's first process making its own terminal, between fork and exec (so only
+//! async-signal-safe calls): a pty from `/dev/ptmx` as the process sees it, the slave as
+//! its controlling terminal and standard descriptors, the master sent to the front end.
+
+use super::image::ChildCtx;
+use super::wire::{errno, ChildStage};
+use crate::command::TerminalSpec;
+
+/// The bytes that go with the master: runc sends the name of the file it opened.
+const MASTER_NAME: &[u8] = b"/dev/ptmx";
+
+/// Makes the terminal `t` asks for; on failure reports [`ChildStage::Terminal`] and exits.
+pub(super) fn take_terminal(ctx: &ChildCtx<'_>, t: &TerminalSpec) {
+    if let Err(e) = make(t) {
+        ctx.fail(ChildStage::Terminal, e, 125);
+    }
+}
+
+fn make(t: &TerminalSpec) -> Result<(), i32> {
+    // SAFETY: async-signal-safe system calls on a constant path, on descriptors this
+    // process opens here (or was handed in `t.socket`), and on locals that outlive each
+    // call: the ioctls take an int or a winsize on our stack, as their numbers say.
+    unsafe {
+        let master = libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if master < 0 {
+            return Err(errno());
+        }
+        let unlock: libc::c_int = 0;
+        if libc::ioctl(master, libc::TIOCSPTLCK, &unlock) != 0 {
+            return Err(errno());
+        }
+        if let Some((rows, cols)) = t.size {
+            let ws = libc::winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            if libc::ioctl(master, libc::TIOCSWINSZ, &ws) != 0 {
+                return Err(errno());
+            }
+        }
+        // The slave of this very master (whatever devpts instance it came from).
+        let slave = libc::ioctl(master, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY);
+        if slave < 0 {
+            return Err(errno());
+        }
+        if libc::setsid() < 0 || libc::ioctl(slave, libc::TIOCSCTTY, 0) != 0 {
+            return Err(errno());
+        }
+        for fd in 0..3 {
+            if libc::dup2(slave, fd) != fd {
+                return Err(errno());
+            }
+        }
+        if slave > 2 {
+            libc::close(slave);
+        }
+        if !send_with_name(t.socket, master) {
+            return Err(errno());
+        }
+        libc::close(master);
+        libc::close(t.socket);
+    }
+    Ok(())
+}
+
+/// Sends `fd` over the Unix socket `sock` with [`MASTER_NAME`] as the message's bytes.
+fn send_with_name(sock: i32, fd: i32) -> bool {
+    #[repr(C, align(8))]
+    struct Control([u8; 24]);
+    let mut buf = Control([0; 24]);
+    let mut iov = libc::iovec {
+        iov_base: MASTER_NAME.as_ptr().cast_mut().cast(),
+        iov_len: MASTER_NAME.len(),
+    };
+    // SAFETY: all-zero is a valid msghdr; every pointer set below refers to a local (or
+    // a constant the kernel only reads) that outlives the sendmsg call, and
+    // CMSG_SPACE(4) == 24 on 64-bit Linux fits `buf`, which is aligned for cmsghdr.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = buf.0.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return false;
+        }
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), fd);
+        let sent = loop {
+            let n = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
+            if n >= 0 || errno() != libc::EINTR {
+                break n;
+            }
+        };
+        usize::try_from(sent).is_ok_and(|n| n == MASTER_NAME.len())
+    }
+}
