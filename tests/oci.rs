@@ -7,68 +7,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{busybox_tree, compatrun_bin, have, is_root, platform, run_cmd, skip, Outcome};
-
-const RHEL6: &str = "2.6.32-754.el6.x86_64";
-
-/// A link named `compatrun-runc` to the binary: how engines call compatrun (runc's
-/// command line, global flags first).
-fn runtime_link() -> PathBuf {
-    let dir = common::scratch_dir().join("oci-runtime");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let link = dir.join("compatrun-runc");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(compatrun_bin(), &link).expect("symlink");
-    link
-}
-
-fn oci(root: &Path, args: &[&str]) -> Outcome {
-    let mut cmd = Command::new(compatrun_bin());
-    cmd.arg("oci").arg("--root").arg(root).args(args);
-    run_cmd(cmd, None)
-}
-
-/// A bundle with the busybox tree and `compatrun oci spec`'s config, running `args`.
-fn bundle(dir: &Path, args: &[&str], persona: &str) -> PathBuf {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).expect("mkdir");
-    busybox_tree(&dir.join("rootfs")).expect("busybox tree");
-    let out = oci(dir, &["spec", "--bundle", dir.to_str().expect("utf8")]);
-    assert_eq!(out.status, 0, "spec: {}", out.err());
-    let path = dir.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
-    config["process"]["args"] = serde_json::json!(args);
-    config["process"]["terminal"] = false.into();
-    config["root"]["readonly"] = false.into();
-    config["annotations"] = serde_json::json!({
-        "run.compatrun.persona": persona,
-        "run.compatrun.platform": platform(),
-    });
-    std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write");
-    dir.to_path_buf()
-}
-
-fn state(root: &Path, id: &str) -> serde_json::Value {
-    let out = oci(root, &["state", id]);
-    assert_eq!(out.status, 0, "state: {}", out.err());
-    serde_json::from_str(&out.out()).expect("state is JSON")
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::oci::{bundle, import, oci, runtime_link, state, wait_for, Podman, RHEL6};
+use common::{busybox_tree, compatrun_bin, have, is_root, platform, run_cmd, skip};
 
 #[test]
 fn create_waits_start_releases_and_delete_leaves_nothing() {
@@ -204,54 +148,6 @@ fn create_waits_start_releases_and_delete_leaves_nothing() {
         "a failed create leaves its state"
     );
     let _ = std::fs::remove_dir_all(&base);
-}
-
-/// podman with compatrun as its runtime, set up as a fresh machine has it.
-struct Podman {
-    runtime: PathBuf,
-}
-
-impl Podman {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("podman");
-        c.arg("--runtime").arg(&self.runtime).args(args);
-        c
-    }
-
-    /// `podman run` with what this machine kind needs (the rlimits podman asks for
-    /// are refused here) and the suite's platform, under podman's default seccomp
-    /// profile.
-    fn run(&self, extra: &[&str], image: &str, argv: &[&str]) -> Outcome {
-        let ann = format!("run.compatrun.platform={}", platform());
-        let mut args = vec![
-            "run",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--annotation",
-            &ann,
-        ];
-        args.extend_from_slice(extra);
-        args.push(image);
-        args.extend_from_slice(argv);
-        run_cmd(self.cmd(&args), None)
-    }
-}
-
-fn import(tree: &Path, name: &str) -> Result<(), String> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "tar -C '{}' -c . | podman import - {name}",
-            tree.display()
-        ))
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(())
 }
 
 #[test]

@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this helper
 
 pub mod live;
+pub mod oci;
 
 use std::ffi::OsStr;
 use std::io::Write;
