@@ -165,6 +165,9 @@ pub enum OciCommand {
         /// Allocate a terminal.
         #[arg(short, long)]
         tty: bool,
+        /// (internal) The terminal's master goes out on stdin, a connected socket.
+        #[arg(long, hide = true)]
+        console_stdin: bool,
         /// The working directory.
         #[arg(long)]
         cwd: Option<String>,
@@ -245,5 +248,8 @@ pub enum OciCommand {
         /// The socket to report readiness on.
         #[arg(long)]
         sync: PathBuf,
+        /// The terminal's master goes out on stdin, a connected socket.
+        #[arg(long)]
+        console_stdin: bool,
     },
 }

@@ -74,6 +74,10 @@ pub struct Container {
     pub seccomp: Vec<platform::ExtraFilter>,
     /// System call names in `linux.seccomp` that libseccomp does not know (skipped).
     pub seccomp_skipped: Vec<String>,
+    /// `process.terminal`: the process gets a new pty ([`super::console`]).
+    pub terminal: bool,
+    /// `process.consoleSize` (rows, columns).
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// Capability names in number order (linux/capability.h).
@@ -251,9 +255,6 @@ pub fn translate(
         ],
         "process",
     )?;
-    if process.terminal() == Some(true) {
-        bail!("process.terminal is not supported by compatrun yet (run without -t)");
-    }
     let argv = process.args().clone().unwrap_or_default();
     if argv.is_empty() {
         bail!("process.args is empty");
@@ -422,5 +423,7 @@ pub fn translate(
         annotations,
         seccomp,
         seccomp_skipped,
+        terminal: process.terminal().unwrap_or(false),
+        console_size: super::console::size(process)?,
     })
 }

@@ -2,11 +2,15 @@
 //! compatrun joins the container's namespaces (cgroup, ipc, uts, network, pid, mount)
 //! and cgroup, then runs the process on the ptrace platform (which needs no pid
 //! namespace of its own). With `--detach` a helper does that, and its pid is the one
-//! written to `--pid-file` for the engine to wait on.
+//! written to `--pid-file` for the engine to wait on. A terminal (`-t`, or
+//! `process.terminal`) goes to `--console-socket` when detached (through the helper,
+//! before `exec` returns), or is proxied to our stdin and stdout in the foreground.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use nix::sched::CloneFlags;
@@ -31,60 +35,25 @@ pub struct Request<'a> {
     pub env: &'a [String],
     /// The program and arguments (without a process.json).
     pub command: &'a [String],
+    /// `-t`: a terminal (without a process.json).
+    pub tty: bool,
 }
 
-/// Runs the request; returns its exit status (0 when detached).
-pub fn exec(
-    g: &OciCli,
-    req: &Request<'_>,
-    detach: bool,
-    pid_file: Option<&Path>,
-) -> anyhow::Result<u8> {
-    let (state_dir, r) = {
-        // Not locked any longer than this: kill and delete must work while it runs.
-        let dir = Dir::open(&g.root, req.id)?;
-        (dir.path.clone(), dir.load()?)
-    };
-    if r.status() != Status::Running {
-        bail!("container {} is not running", req.id);
-    }
-    if detach {
-        let mut cmd = Command::new(std::env::current_exe().context("compatrun's own path")?);
-        cmd.args(super::lifecycle::global_args(g)).arg("exec");
-        if let Some(p) = req.process {
-            // The engine removes its file once exec returns (the containerd shim does):
-            // the helper gets a copy in the container's state directory, checked here.
-            let text = std::fs::read(p).with_context(|| format!("--process {}", p.display()))?;
-            serde_json::from_slice::<oci_spec::runtime::Process>(&text)
-                .with_context(|| format!("--process {}", p.display()))?;
-            let copy = state_dir.join(format!(
-                "{EXEC_COPY}{}-{}.json",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos())
-            ));
-            std::fs::write(&copy, text).with_context(|| format!("{}", copy.display()))?;
-            cmd.arg("--process").arg(copy);
-        }
-        if let Some(c) = req.cwd {
-            cmd.arg("--cwd").arg(c);
-        }
-        for e in req.env {
-            cmd.arg("--env").arg(e);
-        }
-        cmd.arg(req.id).args(req.command);
-        let child = cmd.spawn().context("start the exec helper")?;
-        if let Some(p) = pid_file {
-            std::fs::write(p, child.id().to_string())
-                .with_context(|| format!("--pid-file {}", p.display()))?;
-        }
-        return Ok(0);
-    }
-    let process: oci_spec::runtime::Process = match req.process {
+/// Where the terminal's master goes.
+#[derive(Debug)]
+pub struct Console<'a> {
+    /// The engine's `--console-socket`.
+    pub socket: Option<&'a Path>,
+    /// (The detached exec's helper) to our stdin, a connected socket.
+    pub on_stdin: bool,
+}
+
+/// The process to run: the `--process` file, or one made of the command line.
+fn load_process(req: &Request<'_>, state_dir: &Path) -> anyhow::Result<oci_spec::runtime::Process> {
+    Ok(match req.process {
         Some(p) => {
             let f = std::fs::File::open(p).with_context(|| format!("--process {}", p.display()))?;
-            if p.parent() == Some(state_dir.as_path())
+            if p.parent() == Some(state_dir)
                 && p.file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with(EXEC_COPY))
             {
@@ -104,16 +73,61 @@ pub fn exec(
             p.set_capabilities(None);
             p.set_rlimits(None);
             p.set_no_new_privileges(None);
+            p.set_terminal(Some(req.tty));
             p
         }
+    })
+}
+
+/// Runs the request; returns its exit status (0 when detached).
+pub fn exec(
+    g: &OciCli,
+    req: &Request<'_>,
+    detach: bool,
+    pid_file: Option<&Path>,
+    console: &Console<'_>,
+) -> anyhow::Result<u8> {
+    let (state_dir, r) = {
+        // Not locked any longer than this: kill and delete must work while it runs.
+        let dir = Dir::open(&g.root, req.id)?;
+        (dir.path.clone(), dir.load()?)
     };
-    if process.terminal() == Some(true) {
-        bail!("process.terminal is not supported by compatrun yet");
+    if r.status() != Status::Running {
+        bail!("container {} is not running", req.id);
+    }
+    if detach {
+        return detached(g, req, pid_file, console.socket, &state_dir);
+    }
+    let process = load_process(req, &state_dir)?;
+    let terminal = process.terminal().unwrap_or(false);
+    if !console.on_stdin {
+        super::console::check(terminal, false, console.socket.is_some())?;
     }
     let argv = process.args().clone().unwrap_or_default();
     if argv.is_empty() {
         bail!("process.args is empty");
     }
+    // With a terminal the guest sends its master straight to the detached exec that
+    // started us (our stdin), or to a pair whose other end we proxy.
+    let (to_guest, proxied) = match (terminal, console.on_stdin) {
+        (false, _) => (None, None),
+        (true, true) => (
+            Some(UnixStream::from(
+                std::io::stdin().as_fd().try_clone_to_owned()?,
+            )),
+            None,
+        ),
+        (true, false) => {
+            let (ours, theirs) = UnixStream::pair().context("socketpair")?;
+            (Some(theirs), Some(ours))
+        }
+    };
+    // Threads before the pid namespace is joined (the kernel refuses them after).
+    let proxy = proxied.map(|ours| {
+        std::thread::spawn(move || {
+            super::console::recv_master(&ours).and_then(super::console::Proxy::start)
+        })
+    });
     // Into the container: its cgroup first, then its namespaces but the mount one, which
     // only the process joins (the supervisor keeps the host's /proc to follow it).
     if let Some(path) = &r.cgroup {
@@ -181,11 +195,85 @@ pub fn exec(
         .join_mount_ns(
             mnt.as_raw_fd(),
             PathBuf::from(format!("/proc/{}/root", r.pid)),
-        )
+        );
+    let size = super::console::size(&process)?;
+    let built = built
+        .terminal(to_guest.as_ref().map(|s| platform::TerminalSpec {
+            socket: s.as_raw_fd(),
+            size,
+        }))
         .build(&mut sentry)?;
     // The ptrace platform: the seccomp one needs a pid namespace of its own.
     let platform = platform::Platform::Ptrace;
     let spec = sentry.intercept_spec().clone();
-    let status = platform.run(&built.command, &spec, &mut sentry)?;
+    let status = platform.run(&built.command, &spec, &mut sentry);
+    // The guest's copies are closed now: a proxy still waiting for the master sees EOF.
+    drop(to_guest);
+    if let Some(Ok(Ok(p))) = proxy.map(std::thread::JoinHandle::join) {
+        p.finish(Duration::from_secs(2));
+    }
+    let status = status?;
     Ok(u8::try_from(status.code() & 0xff).unwrap_or(125))
+}
+
+/// `exec --detach`: a helper runs the process (its pid goes to `--pid-file`); with a
+/// terminal the helper's stdin is a socket pair on which its master comes back here, to
+/// be sent on to `console_socket` before we return (engines expect the master by then).
+fn detached(
+    g: &OciCli,
+    req: &Request<'_>,
+    pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
+    state_dir: &Path,
+) -> anyhow::Result<u8> {
+    let process = load_process(req, state_dir)?;
+    let terminal = process.terminal().unwrap_or(false);
+    super::console::check(terminal, true, console_socket.is_some())?;
+    let console = console_socket.map(super::console::connect).transpose()?;
+    let mut cmd = Command::new(std::env::current_exe().context("compatrun's own path")?);
+    cmd.args(super::lifecycle::global_args(g)).arg("exec");
+    if let Some(p) = req.process {
+        // The engine removes its file once exec returns (the containerd shim does): the
+        // helper gets a copy in the container's state directory.
+        let text = std::fs::read(p).with_context(|| format!("--process {}", p.display()))?;
+        let copy = state_dir.join(format!(
+            "{EXEC_COPY}{}-{}.json",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::write(&copy, text).with_context(|| format!("{}", copy.display()))?;
+        cmd.arg("--process").arg(copy);
+    }
+    if let Some(c) = req.cwd {
+        cmd.arg("--cwd").arg(c);
+    }
+    for e in req.env {
+        cmd.arg("--env").arg(e);
+    }
+    if req.tty {
+        cmd.arg("--tty");
+    }
+    let ours = match console {
+        Some(_) => {
+            let (ours, theirs) = UnixStream::pair().context("socketpair")?;
+            cmd.arg("--console-stdin")
+                .stdin(Stdio::from(OwnedFd::from(theirs)));
+            Some(ours)
+        }
+        None => None,
+    };
+    cmd.arg(req.id).args(req.command);
+    let child = cmd.spawn().context("start the exec helper")?;
+    drop(cmd);
+    if let Some(p) = pid_file {
+        std::fs::write(p, child.id().to_string())
+            .with_context(|| format!("--pid-file {}", p.display()))?;
+    }
+    if let (Some(ours), Some(console)) = (ours, console) {
+        let master = super::console::recv_master(&ours)?;
+        super::console::send_master(&console, master.as_fd())?;
+    }
+    Ok(0)
 }

@@ -4,7 +4,8 @@
 //! `delete`; each with the state on stdin).
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -113,15 +114,17 @@ fn wait_timeout(
 
 /// `create`: the container set up, its process waiting at the gate. Returns the
 /// supervisor (our child until we exit; the engine's subreaper adopts it then).
+/// `console` is where the terminal's master goes (with `process.terminal`): the engine's
+/// console socket, connected.
 pub fn create(
     g: &OciCli,
     id: &str,
     bundle: &Path,
     pid_file: Option<&Path>,
-    console_socket: Option<&Path>,
+    console: Option<UnixStream>,
 ) -> anyhow::Result<Child> {
     let dir = Dir::create(&g.root, id)?;
-    let result = create_in(g, &dir, id, bundle, pid_file, console_socket);
+    let result = create_in(g, &dir, id, bundle, pid_file, console);
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&dir.path);
     }
@@ -134,7 +137,7 @@ fn create_in(
     id: &str,
     bundle: &Path,
     pid_file: Option<&Path>,
-    console_socket: Option<&Path>,
+    console: Option<UnixStream>,
 ) -> anyhow::Result<Child> {
     let bundle =
         std::fs::canonicalize(bundle).with_context(|| format!("--bundle {}", bundle.display()))?;
@@ -147,16 +150,14 @@ fn create_in(
             c.seccomp_skipped.join(", ")
         );
     }
-    if console_socket.is_some() {
-        bail!("--console-socket (process.terminal) is not supported by compatrun yet");
-    }
+    super::console::check(c.terminal, true, console.is_some())?;
     nix::unistd::mkfifo(&dir.fifo(), nix::sys::stat::Mode::from_bits_truncate(0o600))
         .context("exec.fifo")?;
     let sync = dir.path.join("sync.sock");
     let listener = UnixListener::bind(dir.socket_path("sync.sock")).context("sync.sock")?;
     listener.set_nonblocking(true)?;
-    let mut child = Command::new(std::env::current_exe().context("compatrun's own path")?)
-        .args(global_args(g))
+    let mut cmd = Command::new(std::env::current_exe().context("compatrun's own path")?);
+    cmd.args(global_args(g))
         .arg("_supervise")
         .arg(id)
         .arg("--bundle")
@@ -164,9 +165,14 @@ fn create_in(
         .arg("--fifo")
         .arg(dir.fifo())
         .arg("--sync")
-        .arg(&sync)
-        .spawn()
-        .context("start the container's supervisor")?;
+        .arg(&sync);
+    if let Some(sock) = console {
+        // The supervisor needs no stdin of its own when the container has a terminal.
+        cmd.arg("--console-stdin")
+            .stdin(Stdio::from(OwnedFd::from(sock)));
+    }
+    let mut child = cmd.spawn().context("start the container's supervisor")?;
+    drop(cmd);
     let stream = loop {
         match listener.accept() {
             Ok((s, _)) => break s,
@@ -228,6 +234,72 @@ fn create_in(
             .with_context(|| format!("--pid-file {}", p.display()))?;
     }
     Ok(child)
+}
+
+/// Checks a console socket against the bundle's `process.terminal` as runc does (before
+/// anything is made); returns `process.terminal`.
+pub fn check_console(
+    bundle: &Path,
+    detach: bool,
+    console_socket: Option<&Path>,
+) -> anyhow::Result<bool> {
+    let spec = config::load(bundle)?;
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    super::console::check(terminal, detach, console_socket.is_some())?;
+    Ok(terminal)
+}
+
+/// `run`: `create` and `start`; in the foreground it then waits for the container,
+/// deletes it and returns its status. A terminal goes to `--console-socket` (detached,
+/// as runc wants it) or, in the foreground, is proxied to our stdin and stdout.
+pub fn run(
+    g: &OciCli,
+    id: &str,
+    bundle: &Path,
+    pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
+    detach: bool,
+) -> anyhow::Result<u8> {
+    let terminal = check_console(bundle, detach, console_socket)?;
+    let (console, proxied) = match console_socket {
+        Some(p) => (Some(super::console::connect(p)?), None),
+        None if terminal => {
+            let (ours, theirs) = UnixStream::pair().context("socketpair")?;
+            (Some(theirs), Some(ours))
+        }
+        None => (None, None),
+    };
+    let mut child = create(g, id, bundle, pid_file, console)?;
+    let started = proxied
+        .map(|s| super::console::recv_master(&s).and_then(super::console::Proxy::start))
+        .transpose()
+        .and_then(|proxy| start(g, id).map(|()| proxy));
+    let proxy = match started {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = delete(g, id, true);
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    if detach {
+        return Ok(0);
+    }
+    let status = child.wait()?;
+    if let Some(p) = proxy {
+        p.finish(Duration::from_secs(2));
+    }
+    let _ = delete(g, id, true);
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(125);
+    Ok(u8::try_from(code & 0xff).unwrap_or(125))
 }
 
 /// `start`.

@@ -9,6 +9,7 @@
 mod cgroups;
 mod cli;
 mod config;
+mod console;
 mod exec;
 mod hooks;
 mod lifecycle;
@@ -158,13 +159,12 @@ fn dispatch(g: &OciCli) -> anyhow::Result<u8> {
             console_socket,
             ..
         } => {
-            lifecycle::create(
-                g,
-                id,
-                bundle,
-                pid_file.as_deref(),
-                console_socket.as_deref(),
-            )?;
+            lifecycle::check_console(bundle, true, console_socket.as_deref())?;
+            let console = console_socket
+                .as_deref()
+                .map(console::connect)
+                .transpose()?;
+            lifecycle::create(g, id, bundle, pid_file.as_deref(), console)?;
         }
         OciCommand::Start { id } => lifecycle::start(g, id)?,
         OciCommand::Run {
@@ -175,24 +175,14 @@ fn dispatch(g: &OciCli) -> anyhow::Result<u8> {
             detach,
             ..
         } => {
-            let mut child = lifecycle::create(
+            return lifecycle::run(
                 g,
                 id,
                 bundle,
                 pid_file.as_deref(),
                 console_socket.as_deref(),
-            )?;
-            lifecycle::start(g, id)?;
-            if !detach {
-                let status = child.wait()?;
-                let _ = lifecycle::delete(g, id, true);
-                use std::os::unix::process::ExitStatusExt;
-                let code = status
-                    .code()
-                    .or_else(|| status.signal().map(|s| 128 + s))
-                    .unwrap_or(125);
-                return Ok(u8::try_from(code & 0xff).unwrap_or(125));
-            }
+                *detach,
+            )
         }
         OciCommand::State { id } => lifecycle::state_cmd(g, id)?,
         OciCommand::Kill { id, signal, all } => lifecycle::kill_cmd(g, id, signal, *all)?,
@@ -204,21 +194,24 @@ fn dispatch(g: &OciCli) -> anyhow::Result<u8> {
             pid_file,
             console_socket,
             tty,
+            console_stdin,
             cwd,
             env,
             command,
         } => {
-            if *tty || console_socket.is_some() {
-                anyhow::bail!("exec -t (a terminal) is not supported by compatrun yet");
-            }
             let req = exec::Request {
                 id,
                 process: process.as_deref(),
                 cwd: cwd.as_deref(),
                 env,
                 command,
+                tty: *tty,
             };
-            return exec::exec(g, &req, *detach, pid_file.as_deref());
+            let console = exec::Console {
+                socket: console_socket.as_deref(),
+                on_stdin: *console_stdin,
+            };
+            return exec::exec(g, &req, *detach, pid_file.as_deref(), &console);
         }
         OciCommand::Pause { id } => pause::pause(g, id)?,
         OciCommand::Resume { id } => pause::resume(g, id)?,
@@ -233,12 +226,14 @@ fn dispatch(g: &OciCli) -> anyhow::Result<u8> {
             bundle,
             fifo,
             sync,
+            console_stdin,
         } => {
             return Ok(supervisor::supervise(
                 id,
                 bundle,
                 fifo,
                 sync,
+                *console_stdin,
                 &g.kernel_persona,
                 &g.platform,
             ))

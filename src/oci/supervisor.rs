@@ -6,7 +6,7 @@
 //! is what the engine reads. Also `exec`: a further process in a running container.
 
 use std::io::{BufRead, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -143,6 +143,7 @@ pub fn supervise(
     bundle: &Path,
     fifo: &Path,
     sync: &Path,
+    console_stdin: bool,
     persona: &str,
     platform_name: &str,
 ) -> u8 {
@@ -163,7 +164,15 @@ pub fn supervise(
             return 125;
         }
     };
-    match run(id, bundle, fifo, &stream, persona, platform_name) {
+    match run(
+        id,
+        bundle,
+        fifo,
+        &stream,
+        console_stdin,
+        persona,
+        platform_name,
+    ) {
         Ok(code) => code,
         Err(e) => {
             log::error!("{e:#}");
@@ -181,11 +190,25 @@ fn run(
     bundle: &Path,
     fifo: &Path,
     stream: &Arc<Mutex<Option<UnixStream>>>,
+    console_stdin: bool,
     persona: &str,
     platform_name: &str,
 ) -> anyhow::Result<u8> {
     let spec = config::load(bundle)?;
     let c = config::translate(&spec, bundle, id, persona, platform_name)?;
+    // With a terminal: where its master goes (our stdin), and the pair it comes in on.
+    let console = if console_stdin {
+        let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+        Some(UnixStream::from(fd))
+    } else {
+        None
+    };
+    super::console::check(c.terminal, true, console.is_some())?;
+    let pair = if c.terminal {
+        Some(UnixStream::pair().context("socketpair")?)
+    } else {
+        None
+    };
     if let Some(cg) = &c.cgroup {
         super::cgroups::enter(cg)?;
     }
@@ -222,6 +245,10 @@ fn run(
         .nofile_soft(nofile)
         .start_gate(Some(gate_r.as_raw_fd()))
         .extra_filters(c.seccomp.clone())
+        .terminal(pair.as_ref().map(|(_, theirs)| platform::TerminalSpec {
+            socket: theirs.as_raw_fd(),
+            size: c.console_size,
+        }))
         .root(RootFs {
             dir: c.tree.clone(),
             layout: c.layout.clone(),
@@ -241,14 +268,19 @@ fn run(
         &built.command,
         built.exec_target.as_ref(),
     );
+    let (ours, theirs) = pair.map_or((None, None), |(o, t)| (Some(o), Some(t)));
+    let relay = ours.zip(console);
     let starter = {
         let stream = Arc::clone(stream);
         let fifo = fifo.to_path_buf();
         let platform = platform.name().to_owned();
-        std::thread::spawn(move || release_when_started(&stream, &fifo, gate_w, &platform))
+        std::thread::spawn(move || {
+            release_when_started(&stream, &fifo, gate_w, &platform, relay);
+        })
     };
     let spec = sentry.intercept_spec().clone();
     let status = platform.run(&built.command, &spec, &mut sentry);
+    drop(theirs);
     drop(gate_r);
     drop(starter);
     let status = status?;
@@ -257,12 +289,15 @@ fn run(
 }
 
 /// Finds the container's first process (our child is the pid namespace's init, whose
-/// child it is), tells `create`, then waits for `start` on the fifo and opens the gate.
+/// child it is), passes its terminal on (`relay`: the pair's end it comes in on, and the
+/// engine's console socket), tells `create`, then waits for `start` on the fifo and opens
+/// the gate.
 fn release_when_started(
     stream: &Mutex<Option<UnixStream>>,
     fifo: &Path,
     gate: OwnedFd,
     platform: &str,
+    relay: Option<(UnixStream, UnixStream)>,
 ) {
     let Some(pid) = first_process() else {
         report(stream, "err the container's first process did not appear");
@@ -272,6 +307,22 @@ fn release_when_started(
         report(stream, "err the container's first process ended at once");
         return;
     };
+    if let Some((ours, console)) = relay {
+        let sent = super::console::recv_master(&ours)
+            .and_then(|master| super::console::send_master(&console, master.as_fd()));
+        if let Err(e) = sent {
+            report(
+                stream,
+                &format!("err {}", format!("{e:#}").replace('\n', " ")),
+            );
+            return;
+        }
+        // Our stdin was that socket: nothing of ours holds the engine's end any more.
+        drop(console);
+        if let Ok(null) = std::fs::File::open("/dev/null") {
+            let _ = nix::unistd::dup2_stdin(null);
+        }
+    }
     report(stream, &format!("ok {pid} {start} {platform}"));
     // Blocks until `start` opens the fifo for reading.
     let opened = std::fs::OpenOptions::new().write(true).open(fifo);
