@@ -124,7 +124,7 @@ fn console_socket_gets_the_containers_terminal() {
             &[
                 "sh",
                 "-c",
-                "busybox tty; busybox stty size; uname -r; read line; echo \"got:$line\"; exec sleep 1000",
+                "busybox tty; busybox stty size; uname -r; busybox stat -c 'console %t:%T' /dev/console; read line; echo \"got:$line\"; exec sleep 1000",
             ],
         );
     });
@@ -160,6 +160,8 @@ fn console_socket_gets_the_containers_terminal() {
     read_until(&mut master, &mut seen, "/dev/pts/0");
     read_until(&mut master, &mut seen, "37 101");
     read_until(&mut master, &mut seen, RHEL6);
+    // /dev/console is that terminal too (pty slaves have major 136, 0x88), as under runc.
+    read_until(&mut master, &mut seen, "console 88:0");
     // Typed input is echoed by the terminal and read by the program.
     master.write_all(b"hello\r").expect("type");
     read_until(&mut master, &mut seen, "got:hello");

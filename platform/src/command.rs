@@ -107,6 +107,9 @@ pub struct TerminalSpec {
     pub socket: std::os::fd::RawFd,
     /// The window size (rows, columns); `None` leaves the kernel's default (0x0).
     pub size: Option<(u16, u16)>,
+    /// Also bind the slave over `/dev/console` (made as an empty file if missing), as
+    /// runc does for a container's first process.
+    pub console: bool,
 }
 
 /// Capability sets as bit masks (bit N = capability N), as `capset(2)` and the

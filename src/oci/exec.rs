@@ -201,6 +201,7 @@ pub fn exec(
         .terminal(to_guest.as_ref().map(|s| platform::TerminalSpec {
             socket: s.as_raw_fd(),
             size,
+            console: false,
         }))
         .build(&mut sentry)?;
     // The ptrace platform: the seccomp one needs a pid namespace of its own.

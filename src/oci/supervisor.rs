@@ -248,6 +248,7 @@ fn run(
         .terminal(pair.as_ref().map(|(_, theirs)| platform::TerminalSpec {
             socket: theirs.as_raw_fd(),
             size: c.console_size,
+            console: true,
         }))
         .root(RootFs {
             dir: c.tree.clone(),

@@ -48,6 +48,9 @@ fn make(t: &TerminalSpec) -> Result<(), i32> {
         if slave < 0 {
             return Err(errno());
         }
+        if t.console && !bind_console(slave) {
+            return Err(errno());
+        }
         if libc::setsid() < 0 || libc::ioctl(slave, libc::TIOCSCTTY, 0) != 0 {
             return Err(errno());
         }
@@ -66,6 +69,48 @@ fn make(t: &TerminalSpec) -> Result<(), i32> {
         libc::close(t.socket);
     }
     Ok(())
+}
+
+/// Binds the slave open at `slave` over `/dev/console` (through its /proc/self/fd link,
+/// formatted on the stack), making an empty file there first if there is none.
+fn bind_console(slave: i32) -> bool {
+    let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
+    let Ok(mut n) = u32::try_from(slave) else {
+        return false;
+    };
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for (i, d) in digits[..len].iter().rev().enumerate() {
+        path[14 + i] = *d;
+    }
+    // SAFETY: async-signal-safe system calls on constant paths and on `path`, a
+    // NUL-terminated buffer on our stack (14 bytes of prefix, at most 10 digits, then
+    // zeros).
+    unsafe {
+        let fd = libc::open(
+            c"/dev/console".as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_NOCTTY | libc::O_CLOEXEC,
+            0o666,
+        );
+        if fd >= 0 {
+            libc::close(fd);
+        }
+        libc::mount(
+            path.as_ptr().cast(),
+            c"/dev/console".as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ) == 0
+    }
 }
 
 /// Sends `fd` over the Unix socket `sock` with [`MASTER_NAME`] as the message's bytes.
