@@ -76,12 +76,6 @@ fn expected_line() -> String {
 
 #[test]
 fn a_patched_wrapper_answers_every_later_call_in_the_guest() {
-    if common::ptrace_only(
-        "a_patched_wrapper_answers_every_later_call_in_the_guest",
-        "cannot patch code yet",
-    ) {
-        return;
-    }
     let prog = fixture("uname_inguest", &["-pthread"]);
     let (o, r) = run("patched", &[], &[]);
     assert_eq!(o.status, 0, "{}", o.err());
@@ -111,12 +105,6 @@ fn with_no_patch_every_call_is_answered_by_compatrun_as_before() {
 
 #[test]
 fn first_calls_racing_in_five_threads_all_get_the_persona() {
-    if common::ptrace_only(
-        "first_calls_racing_in_five_threads_all_get_the_persona",
-        "cannot patch code yet",
-    ) {
-        return;
-    }
     let prog = fixture("uname_inguest", &["-pthread"]);
     for _ in 0..3 {
         let (o, r) = run("race", &[], &["race"]);
@@ -132,12 +120,6 @@ fn first_calls_racing_in_five_threads_all_get_the_persona() {
 
 #[test]
 fn a_new_uts_namespaces_host_name_shows_through_the_patched_wrapper() {
-    if common::ptrace_only(
-        "a_new_uts_namespaces_host_name_shows_through_the_patched_wrapper",
-        "cannot patch code yet",
-    ) {
-        return;
-    }
     if !platform::sys::has_cap_sys_admin() {
         skip(
             "a_new_uts_namespaces_host_name_shows_through_the_patched_wrapper",
@@ -159,12 +141,6 @@ fn a_new_uts_namespaces_host_name_shows_through_the_patched_wrapper() {
 
 #[test]
 fn the_old_trees_own_c_library_is_patched_too() {
-    if common::ptrace_only(
-        "the_old_trees_own_c_library_is_patched_too",
-        "cannot patch code yet",
-    ) {
-        return;
-    }
     let test = "the_old_trees_own_c_library_is_patched_too";
     let Some(root) = std::env::var_os("COMPATRUN_OLD_ROOTFS") else {
         skip(

@@ -110,7 +110,8 @@ impl NotifiedThread<'_> {
 
 impl GuestThread for NotifiedThread<'_> {
     /// A thread waiting for a notification's answer can be made to run x86_64 calls
-    /// (`held`); its process cannot be stopped from here, so no `patch_code`.
+    /// (`held`), and its process's other threads stopped for `patch_code`
+    /// (`stopall.rs`).
     fn can_run_syscalls(&self) -> bool {
         true
     }
@@ -124,6 +125,13 @@ impl GuestThread for NotifiedThread<'_> {
         }
         self.held = true;
         self.worker.run_syscall(self.tid, self.call.nr, nr, args)
+    }
+
+    fn patch_code(&mut self, addr: u64, data: &[u8]) -> Result<(), ThreadOpError> {
+        if !self.held && !notify::id_valid(self.listener, self.id) {
+            return Err(ThreadOpError::Gone);
+        }
+        self.worker.patch_code(self.tid, addr, data.to_vec())
     }
 
     fn tid(&self) -> i32 {

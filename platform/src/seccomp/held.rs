@@ -97,7 +97,7 @@ impl Worker {
 
     /// Runs `job` on the worker thread and returns its answer (`None` if the worker is
     /// gone, which only a panic in it can cause).
-    fn call<T: Send + 'static>(
+    pub(super) fn call<T: Send + 'static>(
         &self,
         job: impl FnOnce(&mut Held) -> T + Send + 'static,
     ) -> Option<T> {
@@ -254,6 +254,16 @@ impl Held {
                 debug!("[pid {tid}] confined thread not resumed ({e})");
             }
         }
+    }
+
+    /// Whether the worker holds `tid` stopped for a handler.
+    pub(super) fn holds(&self, tid: i32) -> bool {
+        self.threads.contains(&tid)
+    }
+
+    /// Whether the worker traces `tid` as a thread confined to strict mode.
+    pub(super) fn confines(&self, tid: i32) -> bool {
+        self.confined.contains(&tid)
     }
 
     fn finish(&mut self, tid: i32, value: Option<i64>) -> bool {

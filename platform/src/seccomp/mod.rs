@@ -27,6 +27,7 @@ mod exec;
 mod guest;
 mod held;
 mod keeper;
+mod stopall;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
