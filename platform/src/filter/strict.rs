@@ -192,6 +192,7 @@ mod tests {
                 arch: Arch::I386,
                 nr,
                 args,
+                ip: 0,
             };
             assert_eq!(
                 got == Some(RET_USER_NOTIF),
