@@ -148,7 +148,30 @@ fn a_killed_guest_still_gets_its_report() {
 /// Starts `cmd` (with SIGTERM at its default action, whatever the harness inherited),
 /// waits for "ready" on its stdout, sends it SIGTERM, returns its status (128+N for a
 /// signal).
-fn terminate_when_ready(inner: Command) -> i32 {
+/// Every process below `pid` (its children, theirs, ...), zombies included.
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let path = t.path().join("children");
+            let kids = std::fs::read_to_string(path).unwrap_or_default();
+            for k in kids.split_whitespace().filter_map(|k| k.parse().ok()) {
+                out.push(k);
+                todo.push(k);
+            }
+        }
+    }
+    out
+}
+
+/// Runs `inner` (whose guest says "ready" on stdout) and sends compatrun SIGTERM once
+/// the guest is ready and, when `first_gone`, no process named `sh` (the guest's first
+/// process) is left below compatrun; returns compatrun's status.
+fn terminate_when_ready(inner: Command, first_gone: bool) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     let mut cmd = Command::new("env");
     cmd.arg("--default-signal=TERM")
@@ -173,6 +196,18 @@ fn terminate_when_ready(inner: Command) -> i32 {
         panic!("the guest never said ready");
     }
     let pid = i32::try_from(child.id()).expect("pid");
+    let start = Instant::now();
+    while first_gone
+        && descendants(pid).into_iter().any(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sh")
+        })
+    {
+        if start.elapsed() > common::TIMEOUT {
+            let _ = child.kill();
+            panic!("the guest's first process did not end");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGTERM,
@@ -200,7 +235,7 @@ fn sigterm_to_compatrun_still_writes_the_report() {
         &["--report", path.to_str().expect("utf8")],
         &[rc.to_str().expect("utf8"), "4", "1", "wait"],
     );
-    let status = terminate_when_ready(cmd);
+    let status = terminate_when_ready(cmd, false);
     assert_eq!(status, 143, "the guest ends by the SIGTERM passed on");
     let r = read_report(&path);
     assert_eq!(r["outcome"]["exit_code"], 143);
@@ -225,7 +260,7 @@ fn sigterm_after_the_first_process_ended_still_writes_the_report() {
         &["--report", path.to_str().expect("utf8")],
         &["/bin/sh", "-c", &script],
     );
-    let status = terminate_when_ready(cmd);
+    let status = terminate_when_ready(cmd, true);
     assert_eq!(status, 143, "compatrun ends by the SIGTERM it was sent");
     let r = read_report(&path);
     assert_eq!(r["outcome"]["exit_code"], 143, "{r:#}");

@@ -110,8 +110,43 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
         return;
     }
     let fd = TARGET_PIDFD.load(Ordering::Relaxed);
+    if fd < 0 {
+        if ROOT_GONE.load(Ordering::Relaxed) && ends_compatrun(sig) {
+            end_what_is_left(sig);
+        }
+        return;
+    }
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers; errno is
+    // thread-local and saved/restored around the async-signal-safe calls below.
+    unsafe {
+        let saved = *libc::__errno_location();
+        let from_kernel = !info.is_null() && (*info).si_code == libc::SI_KERNEL;
+        let skip = from_kernel
+            && terminal_generated(sig)
+            && libc::getpgid(TARGET_PID.load(Ordering::Relaxed)) == libc::getpgrp();
+        let gone = !skip
+            && libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd,
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            ) == -1
+            && *libc::__errno_location() == libc::ESRCH;
+        *libc::__errno_location() = saved;
+        // The first process was reaped, but compatrun has not yet noted it (see
+        // `root_gone`): the signal is for what is left, as it would be a moment later.
+        if gone && ends_compatrun(sig) {
+            end_what_is_left(sig);
+        }
+    }
+}
+
+/// The first guest process is gone and a terminating signal came: end the guest
+/// processes left and compatrun (from the forwarding handler: async-signal-safe only).
+fn end_what_is_left(sig: i32) {
     let end_fd = END_PIDFD.load(Ordering::Acquire);
-    if fd < 0 && end_fd >= 0 && ROOT_GONE.load(Ordering::Relaxed) && ends_compatrun(sig) {
+    if end_fd >= 0 {
         // End what the guest left by killing its namespace's init; compatrun's caller
         // sees it end by this signal once the run is wound up (see `ended_by`).
         // SAFETY: pidfd_send_signal takes a descriptor, a signal number and a null
@@ -130,42 +165,18 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
         }
         return;
     }
-    if fd < 0 {
-        if ROOT_GONE.load(Ordering::Relaxed) && ends_compatrun(sig) {
-            // Nobody to pass it to, but our caller still sees us running: end now, as
-            // the signal's default action would; PTRACE_O_EXITKILL takes the guest
-            // processes that are left along.
-            // SAFETY: signal(2), raise(3) and _exit(2) are async-signal-safe; after
-            // resetting to the default action, raising `sig` terminates this process
-            // (an init ignores it, hence its _exit).
-            unsafe {
-                if IS_INIT.load(Ordering::Relaxed) {
-                    libc::_exit(128 + sig);
-                }
-                libc::signal(sig, libc::SIG_DFL);
-                libc::raise(sig);
-            }
-        }
-        return;
-    }
-    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers; errno is
-    // thread-local and saved/restored around the async-signal-safe calls below.
+    // Nobody to pass it to, but our caller still sees us running: end now, as the
+    // signal's default action would; PTRACE_O_EXITKILL takes the guest processes that
+    // are left along.
+    // SAFETY: signal(2), raise(3) and _exit(2) are async-signal-safe; after resetting to
+    // the default action, raising `sig` terminates this process (an init ignores it,
+    // hence its _exit).
     unsafe {
-        let saved = *libc::__errno_location();
-        let from_kernel = !info.is_null() && (*info).si_code == libc::SI_KERNEL;
-        let skip = from_kernel
-            && terminal_generated(sig)
-            && libc::getpgid(TARGET_PID.load(Ordering::Relaxed)) == libc::getpgrp();
-        if !skip {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd,
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            );
+        if IS_INIT.load(Ordering::Relaxed) {
+            libc::_exit(128 + sig);
         }
-        *libc::__errno_location() = saved;
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
     }
 }
 
