@@ -3,71 +3,14 @@
 //! runc's console socket carries it), and window sizes (`TIOCGWINSZ`, `TIOCSWINSZ`).
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-
-/// Space for one `SCM_RIGHTS` message carrying one descriptor, aligned for `cmsghdr`.
-#[repr(C, align(8))]
-struct CmsgBuf([u8; 24]);
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 /// Receives one descriptor and the bytes sent with it (runc's console socket message:
 /// the pty master, and its name) from the Unix socket `sock`; `Ok(None)` when the other
 /// end closed without sending one. The descriptor is close-on-exec.
 pub fn recv_fd_with_name(sock: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, Vec<u8>)>> {
     let mut name = [0u8; 4096];
-    let mut iov = libc::iovec {
-        iov_base: name.as_mut_ptr().cast(),
-        iov_len: name.len(),
-    };
-    let mut buf = CmsgBuf([0; 24]);
-    loop {
-        // SAFETY: all-zero is a valid msghdr; it points only at locals that outlive the
-        // call, and the control buffer is CMSG_SPACE(4) bytes, aligned for cmsghdr; the
-        // header the kernel wrote is read only when it names SCM_RIGHTS, whose data is
-        // one descriptor (the buffer has room for exactly one).
-        let (n, fd) = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &raw mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = buf.0.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
-            let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            let fd = if n > 0
-                && !cmsg.is_null()
-                && (*cmsg).cmsg_level == libc::SOL_SOCKET
-                && (*cmsg).cmsg_type == libc::SCM_RIGHTS
-                && (*cmsg).cmsg_len == libc::CMSG_LEN(4) as usize
-            {
-                Some(std::ptr::read_unaligned(
-                    libc::CMSG_DATA(cmsg).cast::<libc::c_int>(),
-                ))
-            } else {
-                None
-            };
-            (n, fd)
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        let len = usize::try_from(n).unwrap_or(0).min(name.len());
-        return match fd {
-            // SAFETY: the kernel installed this descriptor in our table for us alone
-            // (SCM_RIGHTS), so taking ownership is sound.
-            Some(fd) => Ok(Some((
-                unsafe { OwnedFd::from_raw_fd(fd) },
-                name[..len].to_vec(),
-            ))),
-            None if n == 0 => Ok(None),
-            None => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a message without a descriptor",
-            )),
-        };
-    }
+    Ok(super::scm::recv_fd(sock, &mut name)?.map(|(fd, n)| (fd, name[..n].to_vec())))
 }
 
 /// The window size (rows, columns) of the terminal open at `fd`.

@@ -11,6 +11,7 @@ pub mod map;
 pub mod notify;
 pub mod probe;
 pub(crate) mod rootfs;
+pub mod scm;
 pub mod signals;
 pub mod spawn;
 

@@ -176,83 +176,16 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Space for one `SCM_RIGHTS` message carrying one descriptor, aligned for `cmsghdr`.
-#[repr(C, align(8))]
-struct CmsgBuf([u8; 24]);
-
 /// Sends descriptor `fd` over `sock`. Async-signal-safe (no allocation): the guest's
 /// first process calls it between fork and exec. Returns false on failure.
 pub fn send_fd_raw(sock: RawFd, fd: RawFd) -> bool {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut buf = CmsgBuf([0; 24]);
-    // SAFETY: all-zero is a valid msghdr; every pointer set below refers to a local that
-    // outlives the sendmsg call, and CMSG_SPACE(4) == 24 on 64-bit Linux fits `buf`.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &raw mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = buf.0.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null() {
-            return false;
-        }
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-        libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) == 1
-    }
+    super::scm::send_fd(sock, fd, &[0])
 }
 
 /// Receives one descriptor sent with [`send_fd_raw`]; `Ok(None)` when the other end
 /// closed without sending (the guest failed before installing its filter).
 pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut buf = CmsgBuf([0; 24]);
-    loop {
-        // SAFETY: as in `send_fd_raw`: the msghdr points only at locals that outlive the
-        // call, and the control buffer is CMSG_SPACE(4) bytes, aligned for cmsghdr.
-        let (n, fd) = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &raw mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = buf.0.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
-            let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            let fd = if n > 0
-                && !cmsg.is_null()
-                && (*cmsg).cmsg_level == libc::SOL_SOCKET
-                && (*cmsg).cmsg_type == libc::SCM_RIGHTS
-            {
-                Some(std::ptr::read_unaligned(
-                    libc::CMSG_DATA(cmsg).cast::<RawFd>(),
-                ))
-            } else {
-                None
-            };
-            (n, fd)
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        // SAFETY: the kernel installed this descriptor in our table for us alone
-        // (SCM_RIGHTS), so taking ownership is sound.
-        return Ok(fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-    }
+    Ok(super::scm::recv_fd(sock, &mut [0u8; 1])?.map(|(fd, _)| fd))
 }
 
 /// Whether this process could install a filter with a listener: the kernel allows one

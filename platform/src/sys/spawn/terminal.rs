@@ -115,36 +115,5 @@ fn bind_console(slave: i32) -> bool {
 
 /// Sends `fd` over the Unix socket `sock` with [`MASTER_NAME`] as the message's bytes.
 fn send_with_name(sock: i32, fd: i32) -> bool {
-    #[repr(C, align(8))]
-    struct Control([u8; 24]);
-    let mut buf = Control([0; 24]);
-    let mut iov = libc::iovec {
-        iov_base: MASTER_NAME.as_ptr().cast_mut().cast(),
-        iov_len: MASTER_NAME.len(),
-    };
-    // SAFETY: all-zero is a valid msghdr; every pointer set below refers to a local (or
-    // a constant the kernel only reads) that outlives the sendmsg call, and
-    // CMSG_SPACE(4) == 24 on 64-bit Linux fits `buf`, which is aligned for cmsghdr.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &raw mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = buf.0.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null() {
-            return false;
-        }
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), fd);
-        let sent = loop {
-            let n = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
-            if n >= 0 || errno() != libc::EINTR {
-                break n;
-            }
-        };
-        usize::try_from(sent).is_ok_and(|n| n == MASTER_NAME.len())
-    }
+    crate::sys::scm::send_fd(sock, fd, MASTER_NAME)
 }
