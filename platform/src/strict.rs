@@ -27,13 +27,13 @@
 //! threads live has exit code 0 where natively it has SIGKILL, which the parent sees only
 //! if the other threads then end one by one rather than by `exit_group`.
 
-use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::contract::{Arch, Syscall, ThreadOpError};
 use crate::filter::{self, strict};
+use crate::ptrace::inject::failed;
 
 const EINVAL: i64 = -(libc::EINVAL as i64);
 const EACCES: i64 = -(libc::EACCES as i64);
@@ -86,16 +86,6 @@ fn abi(arch: Arch) -> Abi {
 /// The x86_64 red zone below the stack pointer, which leaf code may be using.
 const RED_ZONE: u64 = 128;
 const PAGE: u64 = 4096;
-
-fn failed(op: &'static str) -> impl Fn(Errno) -> ThreadOpError {
-    move |errno| match errno {
-        Errno::ESRCH => ThreadOpError::Gone,
-        errno => ThreadOpError::Failed {
-            op,
-            errno: errno as i32,
-        },
-    }
-}
 
 /// `Seccomp_filters` of `/proc/WHO/status` (0 if unreadable).
 fn filters(who: &str) -> u32 {

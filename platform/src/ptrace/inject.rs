@@ -40,7 +40,9 @@ const STOP_TIMEOUT: Duration = Duration::from_millis(500);
 /// that ran no instruction: a seccomp stop, a group-stop).
 const MAX_STEPS: usize = 8;
 
-fn failed(op: &'static str) -> impl Fn(Errno) -> ThreadOpError {
+/// Turns the errno of ptrace operation `op` into a [`ThreadOpError`] (ESRCH: the thread
+/// is gone).
+pub(crate) fn failed(op: &'static str) -> impl Fn(Errno) -> ThreadOpError {
     move |errno| match errno {
         Errno::ESRCH => ThreadOpError::Gone,
         errno => ThreadOpError::Failed {

@@ -35,7 +35,7 @@ use nix::sys::ptrace::{self as nixptrace, Event, Options};
 use nix::unistd::Pid;
 
 use crate::contract::{Syscall, ThreadOpError};
-use crate::ptrace::inject::{self, Deferred};
+use crate::ptrace::inject::{self, failed, Deferred};
 use crate::ptrace::Stopped;
 use crate::sys::{self, WaitEvent};
 
@@ -145,16 +145,6 @@ impl Drop for Worker {
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
-    }
-}
-
-fn failed(op: &'static str) -> impl Fn(Errno) -> ThreadOpError {
-    move |errno| match errno {
-        Errno::ESRCH => ThreadOpError::Gone,
-        errno => ThreadOpError::Failed {
-            op,
-            errno: errno as i32,
-        },
     }
 }
 
