@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{busybox_tree, compatrun_bin, is_root, platform, run_cmd_within, skip, Outcome};
+use common::{compatrun_bin, is_root, platform, run_cmd_within, skip, Outcome};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -27,26 +27,17 @@ fn oci(root: &Path, args: &[&str]) -> Outcome {
 }
 
 /// A bundle with the busybox tree and `compatrun oci spec`'s config (host name
-/// `hooked`), running `args`, with `extra` merged into the config.
+/// `hooked`, no persona annotation), running `args`, with `extra` merged into the config.
 fn bundle(dir: &Path, args: &[&str], extra: serde_json::Value) -> PathBuf {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).expect("mkdir");
-    busybox_tree(&dir.join("rootfs")).expect("busybox tree");
-    let out = oci(dir, &["spec", "--bundle", dir.to_str().expect("utf8")]);
-    assert_eq!(out.status, 0, "spec: {}", out.err());
-    let path = dir.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
-    config["process"]["args"] = serde_json::json!(args);
-    config["process"]["terminal"] = false.into();
-    config["root"]["readonly"] = false.into();
-    config["hostname"] = "hooked".into();
-    config["annotations"] = serde_json::json!({"run.compatrun.platform": platform()});
-    for (k, v) in extra.as_object().into_iter().flatten() {
-        config[k] = v.clone();
-    }
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).expect("write");
-    dir.to_path_buf()
+    let b = common::oci::bundle(dir, args, "host");
+    common::oci::edit_config(&b, |config| {
+        config["hostname"] = "hooked".into();
+        config["annotations"] = serde_json::json!({"run.compatrun.platform": platform()});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            config[k] = v.clone();
+        }
+    });
+    b
 }
 
 fn json(out: &Outcome, what: &str) -> serde_json::Value {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::oci::wait_for;
 use common::{busybox_tree, compatrun_bin, is_root, platform, run_cmd, skip, Outcome};
 
 const RHEL6: &str = "2.6.32-754.el6.x86_64";
@@ -158,17 +159,6 @@ fn runtime_link() -> PathBuf {
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(compatrun_bin(), &link).expect("symlink");
     link
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
