@@ -3,6 +3,8 @@
 
 use std::ffi::OsString;
 
+use crate::layout::RootSetup;
+
 /// What to run as the guest's first process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestCommand {
@@ -136,28 +138,6 @@ pub struct IdMap {
     pub inside_uid: u32,
     /// The gid inside.
     pub inside_gid: u32,
-}
-
-/// The guest's root filesystem, set up by the pid namespace's init: the tree is mounted
-/// (bound onto itself, or an overlay over it), then `layout` is carried out in order, then
-/// `pivot_root`. What goes into `layout` (which devices, host files, binds) is the front
-/// end's choice; see [`crate::rootfs`] for how each entry is carried out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RootSetup {
-    /// The directory that becomes `/`.
-    pub dir: OsString,
-    /// What is mounted, made or linked inside the tree, in order.
-    pub layout: Vec<crate::rootfs::MountSpec>,
-    /// The guest's host name, in its own UTS namespace.
-    pub hostname: Option<OsString>,
-    /// The PATH the program is looked up on inside the tree (when it has no slash).
-    pub path: OsString,
-    /// Keep `dir` unchanged: the guest's writes go to an overlay whose upper and work
-    /// directories are made in this (empty, existing) directory.
-    pub overlay: Option<OsString>,
-    /// The guest's working directory (absolute, inside the tree): under an overlay it is
-    /// made there when the tree lacks it, as container engines do.
-    pub workdir: Option<OsString>,
 }
 
 /// How the guest's first process ended.

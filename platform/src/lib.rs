@@ -21,6 +21,7 @@ pub mod error;
 pub mod filter;
 mod jobctl;
 mod launch;
+mod layout;
 pub mod mem;
 mod ns;
 pub mod procfs;
@@ -32,14 +33,12 @@ mod strict;
 pub mod sys;
 
 pub use backend::{choose, Capabilities, Choice, Declaration, Platform, RunNeeds};
-pub use command::{
-    BpfInsn, CapSets, ExitStatus, ExtraFilter, GuestCommand, IdMap, RootSetup, TerminalSpec,
-};
+pub use command::{BpfInsn, CapSets, ExitStatus, ExtraFilter, GuestCommand, IdMap, TerminalSpec};
 pub use contract::{
     Arch, Fault, GuestThread, InterceptSpec, Regs, Rule, SignalInfo, SignalVerdict, Supervisor,
     Syscall, ThreadOpError, Verdict,
 };
 pub use error::PlatformError;
+pub use layout::{BindSpec, MountSpec, RootSetup, Target};
 pub use program::resolve_program;
-pub use rootfs::{BindSpec, MountSpec, Target};
 pub use sys::probe::host_has_vsyscall_page;

@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-use crate::command::RootSetup;
+use crate::layout::RootSetup;
 
 /// The mount points of every `proc` file system in `mountinfo` (the text of
 /// `/proc/self/mountinfo`), in mount order, with the kernel's octal escapes undone.

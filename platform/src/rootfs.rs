@@ -20,7 +20,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::command::RootSetup;
+use crate::layout::{MountSpec, RootSetup, Target};
 
 /// One step of the plan.
 #[derive(Debug)]
@@ -283,85 +283,6 @@ impl Plan {
         );
         Ok(())
     }
-}
-
-/// One entry of a root filesystem's layout, carried out in order after the tree is
-/// mounted. Paths (`dst`) are absolute paths as the guest sees them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MountSpec {
-    /// `mount(source, dst, fstype, flags, data)`; `dst`'s missing directories are made
-    /// first (the last with `mode`).
-    Fs {
-        /// The file system type (`proc`, `tmpfs`, `devpts`, ...).
-        fstype: String,
-        /// The mount source (usually the type again).
-        source: String,
-        /// Where.
-        dst: OsString,
-        /// `MS_*` flags.
-        flags: u64,
-        /// File-system-specific options (`mode=755`), empty for none.
-        data: String,
-        /// The mode of a directory made for it.
-        mode: u32,
-    },
-    /// Bind a host path.
-    Bind(BindSpec),
-    /// Make the mount at `dst` and every mount below it read-only.
-    ReadOnly {
-        /// Where.
-        dst: OsString,
-    },
-    /// Bind `dst` onto itself (so it is a mount point of its own) and make that
-    /// read-only down to every mount below it; a `dst` that does not exist is skipped.
-    /// For paths below a file system the layout mounted (`/proc/sys`), whose existence
-    /// is judged on the host.
-    ReadOnlyPath {
-        /// Where.
-        dst: OsString,
-    },
-    /// `mount(NULL, dst, NULL, MS_REMOUNT | flags, NULL)`: changes the flags of the
-    /// mount at `dst` (with `MS_BIND` in `flags`, of that bind alone).
-    Remount {
-        /// Where.
-        dst: OsString,
-        /// `MS_*` flags.
-        flags: u64,
-    },
-    /// A symbolic link at `dst` pointing to `target` (an existing one is kept).
-    Symlink {
-        /// What it points to.
-        target: OsString,
-        /// Where.
-        dst: OsString,
-    },
-}
-
-/// A host path bound into the tree (recursively, as `mount --rbind`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BindSpec {
-    /// The host path.
-    pub src: OsString,
-    /// Where it appears (absolute, as the guest sees it).
-    pub dst: OsString,
-    /// Read-only, down to every mount below it.
-    pub read_only: bool,
-    /// What to do when the tree lacks `dst`.
-    pub target: Target,
-    /// What the bind is, for error messages (`--bind /srv on /data`).
-    pub what: String,
-}
-
-/// What a bind does when its target is missing in the tree.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// The target must exist; otherwise the run fails with this message.
-    Existing {
-        /// The error message.
-        missing: String,
-    },
-    /// A missing target is made: a directory for a directory source, else an empty file.
-    Create,
 }
 
 /// Paths of the file systems a plan has mounted so far (relative to the tree): what lies

@@ -1,4 +1,5 @@
 use super::*;
+use crate::layout::BindSpec;
 use std::os::unix::ffi::OsStringExt;
 
 #[test]
