@@ -172,6 +172,20 @@ fn only(v: &serde_json::Value, known: &[&str], prefix: &str) -> anyhow::Result<(
     Ok(())
 }
 
+/// `process.env` as (name, value) pairs; an entry without `=` is left out.
+pub fn env_of(process: &oci_spec::runtime::Process) -> Vec<(String, String)> {
+    process
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
 /// `process.capabilities` as masks.
 pub fn capabilities(process: &oci_spec::runtime::Process) -> anyhow::Result<Option<CapSets>> {
     Ok(match process.capabilities() {
@@ -259,16 +273,7 @@ pub fn translate(
     if argv.is_empty() {
         bail!("process.args is empty");
     }
-    let env = process
-        .env()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        })
-        .collect();
+    let env = env_of(process);
     let user = process.user();
     only(
         &raw["process"]["user"],

@@ -170,16 +170,7 @@ pub fn exec(
     let (mut sentry, nofile) = super::supervisor::sentry_for(&r.persona)?;
     let user = process.user();
     let caps = super::config::capabilities(&process)?;
-    let env: Vec<(String, String)> = process
-        .env()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        })
-        .collect();
+    let env = super::config::env_of(&process);
     let built = GuestBuilder::new(argv.iter().map(Into::into).collect())
         .envs(env)
         .workdir(Some(process.cwd().clone().into_os_string()))
