@@ -109,7 +109,7 @@ pub fn run<S: Supervisor + Send>(
     let caught = exec::with_exec_catch(spec);
     let (mut child, (init_pidfd, keeper)) = launch::launch(cmd, &caught, &PLAN, |child| {
         let pidfd = sys::pidfd_open(child.pid).map_err(setup("pidfd_open"))?;
-        signals::set_target(child.pid.as_raw(), std::os::fd::AsRawFd::as_raw_fd(&pidfd));
+        signals::set_target_init(child.pid.as_raw(), std::os::fd::AsRawFd::as_raw_fd(&pidfd));
         // Last: from here on the keeper thread reaps the init.
         let keeper = keeper::keep(child.pid)?;
         Ok((pidfd, keeper))

@@ -13,6 +13,9 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 static TARGET_PIDFD: AtomicI32 = AtomicI32::new(-1);
 static TARGET_PID: AtomicI32 = AtomicI32::new(-1);
+/// Set when the target is a pid namespace's init (seen from outside): its end is the
+/// end of every guest process.
+static TARGET_IS_INIT: AtomicBool = AtomicBool::new(false);
 /// Set once the first guest process is gone: compatrun then only waits for what it left.
 static ROOT_GONE: AtomicBool = AtomicBool::new(false);
 /// Set in a pid namespace's init, which the kernel shields from its own signals' default
@@ -136,7 +139,9 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
         *libc::__errno_location() = saved;
         // The first process was reaped, but compatrun has not yet noted it (see
         // `root_gone`): the signal is for what is left, as it would be a moment later.
-        if gone && ends_compatrun(sig) {
+        // A target that was the namespace's init took everything with it: nothing is
+        // left, and the run ends with its status.
+        if gone && ends_compatrun(sig) && !TARGET_IS_INIT.load(Ordering::Relaxed) {
             end_what_is_left(sig);
         }
     }
@@ -168,11 +173,21 @@ fn end_what_is_left(sig: i32) {
     // Nobody to pass it to, but our caller still sees us running: end now, as the
     // signal's default action would; PTRACE_O_EXITKILL takes the guest processes that
     // are left along.
-    // SAFETY: signal(2), raise(3) and _exit(2) are async-signal-safe; after resetting to
-    // the default action, raising `sig` terminates this process (an init ignores it,
-    // hence its _exit).
+    // SAFETY: kill(2), signal(2), raise(3) and _exit(2) are async-signal-safe (errno is
+    // thread-local and restored); after resetting to the default action, raising `sig`
+    // terminates this process (an init ignores it, hence its _exit).
     unsafe {
         if IS_INIT.load(Ordering::Relaxed) {
+            // An init whose namespace holds nothing else: the signal was passed on while
+            // the first process still ran (compatrun's handler and ours are two hops
+            // behind the guest) and would have reached it. There is nothing left for it
+            // to end, so the init goes on to exit with the first process's status.
+            let saved = *libc::__errno_location();
+            let none_left = libc::kill(-1, 0) == -1 && *libc::__errno_location() == libc::ESRCH;
+            *libc::__errno_location() = saved;
+            if none_left {
+                return;
+            }
             libc::_exit(128 + sig);
         }
         libc::signal(sig, libc::SIG_DFL);
@@ -235,6 +250,16 @@ pub fn init_forwarding() {
 /// Points forwarding at the guest process `pid`, reached through `pidfd` (which must
 /// stay open until [`clear_target`]).
 pub fn set_target(pid: i32, pidfd: i32) {
+    TARGET_IS_INIT.store(false, Ordering::Relaxed);
+    TARGET_PID.store(pid, Ordering::Relaxed);
+    TARGET_PIDFD.store(pidfd, Ordering::Release);
+}
+
+/// Like [`set_target`], for a target that is the guest's pid namespace's init (which
+/// passes signals on to the first process itself): once it is gone, so is every guest
+/// process, and a terminating signal that finds it gone has nothing left to end.
+pub fn set_target_init(pid: i32, pidfd: i32) {
+    TARGET_IS_INIT.store(true, Ordering::Relaxed);
     TARGET_PID.store(pid, Ordering::Relaxed);
     TARGET_PIDFD.store(pidfd, Ordering::Release);
 }
