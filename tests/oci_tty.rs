@@ -18,7 +18,7 @@ mod common;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -100,23 +100,35 @@ fn terminal_process(process: &mut serde_json::Value, args: &[&str]) {
     process["consoleSize"] = serde_json::json!({"height": 37, "width": 101});
 }
 
-#[test]
-fn console_socket_gets_the_containers_terminal() {
-    let test = "console_socket_gets_the_containers_terminal";
+/// For `test`, a terminal container's scratch directory, state root and id (`name` and
+/// the platform), with what an interrupted earlier run left deleted; `None` once the
+/// test is skipped by name where root or a pseudo-terminal is missing.
+fn tty_container(test: &str, name: &str) -> Option<(PathBuf, PathBuf, String)> {
     if !is_root() {
-        return skip(
+        skip(
             test,
             "an OCI runtime needs root (namespaces, cgroups, mounts)",
         );
+        return None;
     }
     if let Some(why) = no_pty() {
-        return skip(test, &why);
+        skip(test, &why);
+        return None;
     }
-    let base = common::scratch_dir().join(format!("oci-tty-{}", platform()));
+    let base = common::scratch_dir().join(format!("oci-{name}-{}", platform()));
     let root = base.join("state");
-    let id = format!("tty-{}", platform());
-    // What an interrupted earlier run may have left.
+    let id = format!("{name}-{}", platform());
     let _ = oci(&root, &["delete", "--force", &id]);
+    Some((base, root, id))
+}
+
+#[test]
+fn console_socket_gets_the_containers_terminal() {
+    let Some((base, root, id)) =
+        tty_container("console_socket_gets_the_containers_terminal", "tty")
+    else {
+        return;
+    };
     let b = bundle(&base.join("bundle"), &["true"], "rhel6");
     edit_config(&b, |c| {
         terminal_process(
@@ -250,20 +262,11 @@ fn console_socket_gets_the_containers_terminal() {
 
 #[test]
 fn run_in_the_foreground_proxies_the_terminal() {
-    let test = "run_in_the_foreground_proxies_the_terminal";
-    if !is_root() {
-        return skip(
-            test,
-            "an OCI runtime needs root (namespaces, cgroups, mounts)",
-        );
-    }
-    if let Some(why) = no_pty() {
-        return skip(test, &why);
-    }
-    let base = common::scratch_dir().join(format!("oci-tty-run-{}", platform()));
-    let root = base.join("state");
-    let id = format!("tty-run-{}", platform());
-    let _ = oci(&root, &["delete", "--force", &id]);
+    let Some((base, root, id)) =
+        tty_container("run_in_the_foreground_proxies_the_terminal", "tty-run")
+    else {
+        return;
+    };
     let b = bundle(&base.join("bundle"), &["true"], "rhel6");
     edit_config(&b, |c| {
         terminal_process(

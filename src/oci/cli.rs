@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// compatrun as an OCI runtime: run containers under a kernel persona.
 #[derive(Debug, Parser)]
@@ -68,32 +68,36 @@ pub enum LogFormat {
     Json,
 }
 
+/// What `create` and `run` both take.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The container id.
+    pub id: String,
+    /// The bundle directory (config.json and the root filesystem).
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub bundle: PathBuf,
+    /// Write the pid that the engine waits on here.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// A Unix socket to send the terminal's master end to (with process.terminal).
+    #[arg(long, value_name = "SOCKET")]
+    pub console_socket: Option<PathBuf>,
+    /// Accepted for compatibility with runc.
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Accepted for compatibility with runc.
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Accepted for compatibility with runc (descriptors 3.. are not passed on).
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: u32,
+}
+
 /// The runtime commands.
 #[derive(Debug, Subcommand)]
 pub enum OciCommand {
     /// Create a container: everything is set up and its process waits before the program.
-    Create {
-        /// The container id.
-        id: String,
-        /// The bundle directory (config.json and the root filesystem).
-        #[arg(short, long, value_name = "DIR", default_value = ".")]
-        bundle: PathBuf,
-        /// Write the pid that the engine waits on here.
-        #[arg(long, value_name = "FILE")]
-        pid_file: Option<PathBuf>,
-        /// A Unix socket to send the terminal's master end to (with process.terminal).
-        #[arg(long, value_name = "SOCKET")]
-        console_socket: Option<PathBuf>,
-        /// Accepted for compatibility with runc.
-        #[arg(long)]
-        no_pivot: bool,
-        /// Accepted for compatibility with runc.
-        #[arg(long)]
-        no_new_keyring: bool,
-        /// Accepted for compatibility with runc (descriptors 3.. are not passed on).
-        #[arg(long, default_value_t = 0)]
-        preserve_fds: u32,
-    },
+    Create(CreateArgs),
     /// Start a created container's program.
     Start {
         /// The container id.
@@ -101,26 +105,11 @@ pub enum OciCommand {
     },
     /// Create and start a container, and wait for it (unless --detach).
     Run {
-        /// The container id.
-        id: String,
-        /// The bundle directory.
-        #[arg(short, long, value_name = "DIR", default_value = ".")]
-        bundle: PathBuf,
-        /// Write the pid that the engine waits on here.
-        #[arg(long, value_name = "FILE")]
-        pid_file: Option<PathBuf>,
-        /// A Unix socket to send the terminal's master end to.
-        #[arg(long, value_name = "SOCKET")]
-        console_socket: Option<PathBuf>,
+        #[command(flatten)]
+        create: CreateArgs,
         /// Return once the container runs.
         #[arg(short, long)]
         detach: bool,
-        /// Accepted for compatibility with runc.
-        #[arg(long)]
-        no_pivot: bool,
-        /// Accepted for compatibility with runc.
-        #[arg(long)]
-        no_new_keyring: bool,
     },
     /// The container's state as JSON.
     State {

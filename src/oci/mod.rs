@@ -152,35 +152,23 @@ fn log_usage_error(args: &[OsString], msg: &str) {
 
 fn dispatch(g: &OciCli) -> anyhow::Result<u8> {
     match &g.command {
-        OciCommand::Create {
-            id,
-            bundle,
-            pid_file,
-            console_socket,
-            ..
-        } => {
-            lifecycle::check_console(bundle, true, console_socket.as_deref())?;
-            let console = console_socket
+        OciCommand::Create(c) => {
+            lifecycle::check_console(&c.bundle, true, c.console_socket.as_deref())?;
+            let console = c
+                .console_socket
                 .as_deref()
                 .map(console::connect)
                 .transpose()?;
-            lifecycle::create(g, id, bundle, pid_file.as_deref(), console)?;
+            lifecycle::create(g, &c.id, &c.bundle, c.pid_file.as_deref(), console)?;
         }
         OciCommand::Start { id } => lifecycle::start(g, id)?,
-        OciCommand::Run {
-            id,
-            bundle,
-            pid_file,
-            console_socket,
-            detach,
-            ..
-        } => {
+        OciCommand::Run { create: c, detach } => {
             return lifecycle::run(
                 g,
-                id,
-                bundle,
-                pid_file.as_deref(),
-                console_socket.as_deref(),
+                &c.id,
+                &c.bundle,
+                c.pid_file.as_deref(),
+                c.console_socket.as_deref(),
                 *detach,
             )
         }
