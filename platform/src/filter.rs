@@ -141,13 +141,23 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
 fn ranges(spec: &InterceptSpec, arch: Arch, catch: CatchAction) -> Vec<(u32, u32)> {
     let default_rule = spec.default_for(arch);
     // One pass over the rules, later ones winning, as `InterceptSpec::rule_for` says.
-    let mut named: std::collections::BTreeMap<u32, Rule> = std::collections::BTreeMap::new();
-    for &(a, n, r) in &spec.rules {
-        if a == arch {
-            named.insert(n, r);
-        }
-    }
-    let value_of = |n: u32| ret_value(*named.get(&n).unwrap_or(&default_rule), arch, catch);
+    let mut named: Vec<(u32, Rule)> = spec
+        .rules
+        .iter()
+        .filter(|&&(a, _, _)| a == arch)
+        .map(|&(_, n, r)| (n, r))
+        .collect();
+    // A stable sort keeps a number's rules in order; reversed, dedup keeps the last.
+    named.sort_by_key(|&(n, _)| n);
+    named.reverse();
+    named.dedup_by_key(|&mut (n, _)| n);
+    named.reverse();
+    let value_of = |n: u32| {
+        let rule = named
+            .binary_search_by_key(&n, |&(k, _)| k)
+            .map_or(default_rule, |i| named[i].1);
+        ret_value(rule, arch, catch)
+    };
     let mut out: Vec<(u32, u32)> = vec![(0, ret_value(default_rule, arch, catch))];
     let mut push = |start: u32, value: u32| {
         if out.last().is_some_and(|&(_, v)| v == value) {
@@ -161,7 +171,7 @@ fn ranges(spec: &InterceptSpec, arch: Arch, catch: CatchAction) -> Vec<(u32, u32
         }
         out.push((start, value));
     };
-    for &n in named.keys() {
+    for n in named.iter().map(|&(n, _)| n) {
         push(n, value_of(n));
         if let Some(next) = n.checked_add(1) {
             // The default resumes after n unless n+1 is named too (it then overrides).

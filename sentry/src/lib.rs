@@ -34,7 +34,6 @@ pub struct Sentry {
     spec: InterceptSpec,
     dispatch: Vec<(Arch, u32, &'static Row)>,
     too_old: handlers::too_old::TooOld,
-    sysctl: handlers::sysctl::SysctlTable,
     identity_files: Vec<(std::ffi::OsString, Vec<u8>)>,
     nodename: Option<Vec<u8>>,
     patcher: patch::Patcher,
@@ -55,7 +54,6 @@ impl Sentry {
             .unwrap_or_default();
         Ok(Sentry {
             patcher: patch::Patcher::new(true, &policy.spec, uname),
-            sysctl: handlers::sysctl::SysctlTable::builtin()?,
             identity_files,
             persona,
             spec: policy.spec,
@@ -184,7 +182,6 @@ impl Supervisor for Sentry {
         let cx = handlers::Context {
             identity: self.persona.uname.as_ref(),
             nodename: self.nodename.as_deref(),
-            sysctl: &self.sysctl,
             identity_files: &self.identity_files,
         };
         let verdict = (row.handler)(thread, call, &cx);

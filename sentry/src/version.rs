@@ -44,10 +44,12 @@ impl FromStr for KernelVersion {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadVersion(s.to_owned());
-        let parts: Vec<&str> = s.split('.').collect();
-        if !(2..=3).contains(&parts.len()) {
+        let mut split = s.split('.');
+        let parts = [split.next(), split.next(), split.next()];
+        let (Some(major), Some(minor), patch, None) = (parts[0], parts[1], parts[2], split.next())
+        else {
             return Err(bad());
-        }
+        };
         let num = |p: &str| -> Result<u16, BadVersion> {
             if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad());
@@ -55,9 +57,9 @@ impl FromStr for KernelVersion {
             p.parse().map_err(|_| bad())
         };
         Ok(KernelVersion {
-            major: num(parts[0])?,
-            minor: num(parts[1])?,
-            patch: parts.get(2).map_or(Ok(0), |p| num(p))?,
+            major: num(major)?,
+            minor: num(minor)?,
+            patch: patch.map_or(Ok(0), num)?,
         })
     }
 }

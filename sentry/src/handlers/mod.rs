@@ -28,8 +28,6 @@ pub struct Context<'a> {
     pub identity: Option<&'a Uname>,
     /// The guest's own host name (`--hostname`), if it has one.
     pub nodename: Option<&'a [u8]>,
-    /// The `_sysctl` name table.
-    pub sysctl: &'a sysctl::SysctlTable,
     /// The persona's identity files (path, contents).
     pub identity_files: &'a [(OsString, Vec<u8>)],
 }
@@ -133,7 +131,9 @@ pub const TABLE: &[Row] = &[
         name: "_sysctl",
         abis: X86_64_AND_I386,
         when: When::Legacy,
-        handler: |mut g, c, cx| sysctl::handle(&mut g, c, cx.sysctl, cx.identity_files),
+        handler: |mut g, c, cx| {
+            sysctl::handle(&mut g, c, sysctl::SysctlTable::shared(), cx.identity_files)
+        },
         support: "the names in data/sysctl_binary.tbl, through /proc/sys, with the old errors",
         in_guest: false,
     },

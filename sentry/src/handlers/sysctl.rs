@@ -90,6 +90,19 @@ impl SysctlTable {
         Self::parse(BUILTIN)
     }
 
+    /// The built-in table, parsed on first use: only a guest that calls `_sysctl` needs
+    /// it, and parsing its 80 kB at every start would cost every run (a unit test
+    /// checks that it parses; were it not to, every name would be unknown).
+    pub fn shared() -> &'static Self {
+        static TABLE: std::sync::OnceLock<SysctlTable> = std::sync::OnceLock::new();
+        TABLE.get_or_init(|| {
+            Self::builtin().unwrap_or_else(|e| {
+                log::error!("the built-in _sysctl table: {e}");
+                SysctlTable::default()
+            })
+        })
+    }
+
     /// The entry for a name vector. Like the kernel, the first leaf on the way wins and
     /// components after it are ignored (`1.2.99` reads kernel.osrelease).
     pub fn lookup(&self, name: &[i32]) -> Option<(&str, Conversion)> {
