@@ -159,12 +159,28 @@ fn examine(path: &std::path::Path, root: &std::path::Path) -> Verdict {
         // Same ELF class as the loader.
         let class = data.get(4).copied();
         LIBC_PATHS.iter().find_map(|p| {
-            let lib = std::fs::read(resolve_in_root(root, std::path::Path::new(p))?).ok()?;
-            (lib.get(4).copied() == class)
-                .then(|| abi_tag(&lib))
-                .flatten()
+            let path = resolve_in_root(root, std::path::Path::new(p))?;
+            let head = read_head(&path, 64 * 1024)?;
+            if head.get(4).copied() != class {
+                return None;
+            }
+            // The ABI tag note sits near the start of a libc; a file laid out otherwise
+            // is read whole.
+            abi_tag(&head).or_else(|| abi_tag(&std::fs::read(&path).ok()?))
         })
     })
+}
+
+/// Up to the first `len` bytes of the file at `path`.
+fn read_head(path: &std::path::Path, len: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(len)
+        .read_to_end(&mut head)
+        .ok()?;
+    Some(head)
 }
 
 /// Whether `program` (a path inside `root`, the guest's `/`) or the loader it names
