@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 
 use crate::layout::RootSetup;
+use crate::userns::{Namespace, UserNamespace};
 
 /// What to run as the guest's first process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,9 +31,17 @@ pub struct GuestCommand {
     /// The user and group the guest's first process switches to before its filter and
     /// exec (`--user` when compatrun is root; inside a user namespace the mapping does it).
     pub user: Option<(u32, u32)>,
-    /// Enter a user namespace first, mapping compatrun's own ids to these (an ordinary
-    /// user gets the rights a pid and mount namespace need only this way).
-    pub user_ns: Option<IdMap>,
+    /// The guest's user namespace (see [`UserNamespace`]): compatrun's own, entered
+    /// first (an ordinary user gets the rights a pid and mount namespace need only this
+    /// way), a new one for the guest alone with maps compatrun writes, or one to join.
+    pub user_ns: Option<UserNamespace>,
+    /// Namespaces the guest gets new besides its pid and mount ones, made by the pid
+    /// namespace's init (only with `pid_ns`), after the user namespace, which owns them.
+    pub namespaces: Vec<Namespace>,
+    /// Sysctls (`net.ipv4.ip_forward`, value) the pid namespace's init writes once it
+    /// has made those namespaces, as their root (in a user namespace of the guest's own,
+    /// only its root may write some of them: `kernel.shm*`); only with `pid_ns`.
+    pub sysctls: Vec<(String, String)>,
     /// Supplementary groups of the guest's first process when it switches `user`
     /// (empty: only the group itself).
     pub groups: Vec<u32>,
@@ -128,16 +137,6 @@ pub struct CapSets {
     pub inheritable: u64,
     /// Ambient (each must also be permitted and inheritable).
     pub ambient: u64,
-}
-
-/// The one-to-one id mapping of a user namespace compatrun enters: compatrun's effective
-/// uid and gid outside appear as these inside.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IdMap {
-    /// The uid inside.
-    pub inside_uid: u32,
-    /// The gid inside.
-    pub inside_gid: u32,
 }
 
 /// How the guest's first process ended.

@@ -78,6 +78,14 @@ pub enum PlatformError {
         /// What the kernel said.
         source: std::io::Error,
     },
+    /// A sysctl of the guest's own namespaces could not be written.
+    #[error("cannot write the sysctl {name}")]
+    Sysctl {
+        /// Its name (`net.ipv4.ip_forward`).
+        name: String,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
     /// The tracer lost track of its guest (a broken invariant, not a guest error).
     #[error(transparent)]
     Trace(#[from] TraceError),
@@ -132,6 +140,14 @@ impl PlatformError {
             },
             ChildStage::ExtraFilter => PlatformError::Spawn {
                 op: "install the container's seccomp filter",
+                source,
+            },
+            ChildStage::Sysctl(i) => PlatformError::Sysctl {
+                name: cmd
+                    .sysctls
+                    .get(usize::from(i))
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_else(|| format!("number {i}")),
                 source,
             },
             ChildStage::Terminal => PlatformError::Spawn {

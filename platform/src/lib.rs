@@ -31,9 +31,10 @@ pub mod rootfs;
 pub mod seccomp;
 mod strict;
 pub mod sys;
+pub mod userns;
 
 pub use backend::{choose, Capabilities, Choice, Declaration, Platform, RunNeeds};
-pub use command::{BpfInsn, CapSets, ExitStatus, ExtraFilter, GuestCommand, IdMap, TerminalSpec};
+pub use command::{BpfInsn, CapSets, ExitStatus, ExtraFilter, GuestCommand, TerminalSpec};
 pub use contract::{
     Arch, Fault, GuestThread, InterceptSpec, Regs, Rule, SignalInfo, SignalVerdict, Supervisor,
     Syscall, ThreadOpError, Verdict,
@@ -42,3 +43,4 @@ pub use error::PlatformError;
 pub use layout::{BindSpec, MountSpec, RootSetup, Target};
 pub use program::resolve_program;
 pub use sys::probe::host_has_vsyscall_page;
+pub use userns::{IdKind, IdMap, IdMapError, IdRange, Namespace, UserNamespace};

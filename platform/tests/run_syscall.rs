@@ -65,6 +65,8 @@ fn command(script: &str) -> GuestCommand {
         root: None,
         user: None,
         user_ns: None,
+        namespaces: Vec::new(),
+        sysctls: Vec::new(),
         groups: Vec::new(),
         capabilities: None,
         start_gate: None,

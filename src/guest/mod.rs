@@ -46,6 +46,9 @@ pub struct GuestBuilder {
     join: Option<(std::os::fd::RawFd, PathBuf)>,
     extra_filters: Vec<platform::ExtraFilter>,
     terminal: Option<platform::TerminalSpec>,
+    user_ns: Option<platform::UserNamespace>,
+    namespaces: Vec<platform::Namespace>,
+    sysctls: Vec<(String, String)>,
 }
 
 /// The description the platform runs, and where its program is (the root it runs in, the
@@ -157,6 +160,27 @@ impl GuestBuilder {
         self
     }
 
+    /// A user namespace for the guest (an OCI config's, or the container's to join);
+    /// without one, an ordinary user with a tree gets one of its own ids.
+    pub fn user_ns(mut self, ns: Option<platform::UserNamespace>) -> Self {
+        self.user_ns = ns;
+        self
+    }
+
+    /// Namespaces the guest gets new besides pid and mount, made inside its user
+    /// namespace ([`GuestCommand::namespaces`]).
+    pub fn namespaces(mut self, ns: Vec<platform::Namespace>) -> Self {
+        self.namespaces = ns;
+        self
+    }
+
+    /// Sysctls the guest's init writes in the guest's own namespaces
+    /// ([`GuestCommand::sysctls`]).
+    pub fn sysctls(mut self, sysctls: Vec<(String, String)>) -> Self {
+        self.sysctls = sysctls;
+        self
+    }
+
     /// The guest's PATH, if its environment has one.
     fn path(&self) -> Option<OsString> {
         self.env
@@ -228,7 +252,9 @@ impl GuestBuilder {
                     synthetic_files,
                     root: None,
                     user,
-                    user_ns: None,
+                    user_ns: self.user_ns,
+                    namespaces: self.namespaces,
+                    sysctls: self.sysctls,
                     groups: self.groups,
                     capabilities: self.capabilities,
                     start_gate: self.start_gate,
@@ -250,7 +276,9 @@ impl GuestBuilder {
             .map(|(spec, what)| tree_user(dir, spec, what))
             .transpose()?;
         let cwd = self.workdir.unwrap_or_else(|| "/".into());
-        let (user, user_ns) = if as_root {
+        let (user, user_ns) = if let Some(ns) = self.user_ns {
+            (Some(wanted_user.unwrap_or((0, 0))), Some(ns))
+        } else if as_root {
             (wanted_user, None)
         } else {
             let (uid, gid) = wanted_user.unwrap_or((0, 0));
@@ -259,10 +287,9 @@ impl GuestBuilder {
             );
             (
                 None,
-                Some(platform::IdMap {
-                    inside_uid: uid,
-                    inside_gid: gid,
-                }),
+                Some(platform::UserNamespace::Enter(platform::IdMap::own(
+                    uid, gid,
+                ))),
             )
         };
         Ok(Built {
@@ -284,6 +311,8 @@ impl GuestBuilder {
                 }),
                 user,
                 user_ns,
+                namespaces: self.namespaces,
+                sysctls: self.sysctls,
                 groups: self.groups,
                 capabilities: self.capabilities,
                 start_gate: self.start_gate,

@@ -36,6 +36,9 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
             libc::_exit(125);
         }
     }
+    if ctx.image.new_user_ns.is_some() {
+        become_namespace_root(ctx);
+    }
     if wire::recv_raw(ctx.go_r) != Some(Message::Go) {
         // EOF: the parent gave up (or died) without seizing us.
         ctx.fail(ChildStage::Handshake, libc::ECHILD, 125);
@@ -56,6 +59,14 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
     }
     // SAFETY: as above.
     unsafe {
+        if let Some(fd) = ctx.image.join_user {
+            // Into the container's user namespace first: its root there may then join
+            // the mount namespace it owns; the user switch below takes ids inside it.
+            if libc::setns(fd, libc::CLONE_NEWUSER) != 0 {
+                ctx.fail(ChildStage::Isolate, errno(), 125);
+            }
+            libc::close(fd);
+        }
         if let Some(fd) = ctx.image.join_mnt {
             // setns of a mount namespace also moves our root and working directory.
             if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
@@ -202,6 +213,37 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
     }
     let code = if e == libc::ENOENT { 127 } else { 126 };
     ctx.fail(ChildStage::Exec, e, code)
+}
+
+/// In a user namespace of our own: waits until the parent has written its maps, then
+/// becomes its root (the capabilities the namespace gave us stay), with no
+/// supplementary groups of the host's. The credential change clears the parent-death
+/// signal, so it is set again; the go-ahead that follows shows the parent is still there
+/// (EOF otherwise). Only async-signal-safe calls.
+fn become_namespace_root(ctx: &ChildCtx<'_>) {
+    if wire::recv_raw(ctx.go_r) != Some(Message::Mapped) {
+        ctx.fail(ChildStage::Handshake, libc::ECHILD, 125);
+    }
+    // The raw system calls, not the C library's wrappers: a child of a raw clone still
+    // has the library believe in the parent's other threads, and its wrappers would wait
+    // for them to change their ids too.
+    // SAFETY: setgroups with an empty list, setresgid, setresuid and prctl take numbers
+    // only.
+    unsafe {
+        if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) != 0
+            || libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32) != 0
+            || libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) != 0
+        {
+            ctx.fail(ChildStage::User, errno(), 125);
+        }
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as u64,
+            0u64,
+            0u64,
+            0u64,
+        );
+    }
 }
 
 /// Installs the front end's filters in order, after compatrun's own. A persona that

@@ -10,6 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use super::wire::{self, ChildFailure, ChildStage, Message};
 use crate::command::GuestCommand;
 use crate::filter::Insn;
+use crate::userns::{IdMap, UserNamespace};
 
 /// Everything the child needs, allocated before `fork`.
 #[derive(Debug)]
@@ -59,6 +60,15 @@ pub struct ChildImage {
     pub(super) joined_pid_ns: bool,
     /// A terminal the guest's first process makes for itself.
     pub(super) terminal: Option<crate::command::TerminalSpec>,
+    /// A new user namespace for the child (made with its pid namespace): the uid and
+    /// gid maps the parent writes before the child goes on.
+    pub(super) new_user_ns: Option<(String, String)>,
+    /// A user namespace the child joins before its mount namespace.
+    pub(super) join_user: Option<i32>,
+    /// `CLONE_NEW*` flags the init unshares with its mount namespace.
+    pub(super) unshare: i32,
+    /// Sysctls the init writes then: `/proc/sys/...` and the value.
+    pub(super) sysctls: Vec<(CString, Vec<u8>)>,
 }
 
 /// Directories that may briefly hold a private tmpfs while synthetic files are made
@@ -102,9 +112,67 @@ fn extra_program(f: &crate::ExtraFilter) -> io::Result<(Vec<Insn>, u32)> {
     Ok((prog, f.flags))
 }
 
+/// `cmd`'s user namespace for the image: the maps the parent writes for a new one, and
+/// the one the child joins; checked against the pid namespace each needs.
+#[allow(clippy::type_complexity)]
+fn user_namespace(cmd: &GuestCommand) -> io::Result<(Option<(String, String)>, Option<i32>)> {
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+    if !cmd.namespaces.is_empty() && !cmd.pid_ns {
+        return Err(invalid(
+            "new namespaces for the guest need its own pid namespace".into(),
+        ));
+    }
+    match &cmd.user_ns {
+        None | Some(UserNamespace::Enter(_)) => Ok((None, None)),
+        Some(UserNamespace::New(map)) => {
+            if !cmd.pid_ns {
+                return Err(invalid(
+                    "a user namespace of the guest's own needs its own pid namespace".into(),
+                ));
+            }
+            map.check(true).map_err(|e| invalid(e.to_string()))?;
+            Ok((Some((IdMap::text(&map.uid), IdMap::text(&map.gid))), None))
+        }
+        Some(UserNamespace::Join(fd)) => {
+            if cmd.pid_ns || cmd.join_mount_ns.is_none() {
+                return Err(invalid(
+                    "joining a user namespace goes with joining a mount namespace, without a pid namespace of the guest's own".into(),
+                ));
+            }
+            Ok((None, Some(*fd)))
+        }
+    }
+}
+
+/// `cmd`'s sysctls as the files the init writes; a name that would lead out of
+/// `/proc/sys` is refused.
+fn sysctls(cmd: &GuestCommand) -> io::Result<Vec<(CString, Vec<u8>)>> {
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+    if !cmd.sysctls.is_empty() && !cmd.pid_ns {
+        return Err(invalid(
+            "sysctls for the guest need its own pid namespace".into(),
+        ));
+    }
+    cmd.sysctls
+        .iter()
+        .map(|(name, value)| {
+            if name.is_empty()
+                || name
+                    .split(['.', '/'])
+                    .any(|part| part.is_empty() || part == "..")
+            {
+                return Err(invalid(format!("sysctl {name:?}: not a sysctl name")));
+            }
+            let path = format!("/proc/sys/{}", name.replace('.', "/"));
+            Ok((cstring(OsStr::new(&path))?, value.as_bytes().to_vec()))
+        })
+        .collect()
+}
+
 impl ChildImage {
     /// Prepares the exec of `cmd` under the seccomp program `filter`.
     pub fn new(cmd: &GuestCommand, filter: Vec<Insn>, no_new_privs: bool) -> io::Result<Self> {
+        let (new_user_ns, join_user) = user_namespace(cmd)?;
         let path = cstring(&cmd.program)?;
         let argv = cmd
             .argv
@@ -188,6 +256,10 @@ impl ChildImage {
             joined_pid_ns: std::fs::read_link("/proc/self/ns/pid_for_children").ok()
                 != std::fs::read_link("/proc/self/ns/pid").ok(),
             terminal: cmd.terminal,
+            new_user_ns,
+            join_user,
+            unshare: cmd.namespaces.iter().fold(0, |f, n| f | n.flag()),
+            sysctls: sysctls(cmd)?,
         })
     }
 

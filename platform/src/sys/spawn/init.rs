@@ -20,9 +20,12 @@ pub(super) fn become_init(ctx: &ChildCtx<'_>) {
         } else {
             0
         };
-        if libc::unshare(libc::CLONE_NEWNS | uts) != 0 {
+        // With the mount namespace, the other new ones the front end asked for: after
+        // the fork's user namespace, so that it owns them.
+        if libc::unshare(libc::CLONE_NEWNS | uts | ctx.image.unshare) != 0 {
             ctx.fail(ChildStage::Isolate, errno(), 125);
         }
+        write_sysctls(ctx);
         let none = std::ptr::null::<libc::c_char>();
         if libc::mount(
             none,
@@ -140,6 +143,28 @@ fn init_main(ctx: &ChildCtx<'_>, guest: libc::pid_t) -> ! {
             libc::WEXITSTATUS(first)
         };
         libc::_exit(code)
+    }
+}
+
+/// Writes the image's sysctls, in the namespaces just made and as their root (the /proc
+/// mounted here is still the host's, but a sysctl file is the writer's namespace's).
+fn write_sysctls(ctx: &ChildCtx<'_>) {
+    for (i, (path, value)) in ctx.image.sysctls.iter().enumerate() {
+        let i = u16::try_from(i).unwrap_or(u16::MAX);
+        // SAFETY: open, write and close on a NUL-terminated path and a live buffer
+        // prepared before fork.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                ctx.fail(ChildStage::Sysctl(i), errno(), 125);
+            }
+            let n = libc::write(fd, value.as_ptr().cast(), value.len());
+            if usize::try_from(n).ok() != Some(value.len()) {
+                let e = if n < 0 { errno() } else { libc::EIO };
+                ctx.fail(ChildStage::Sysctl(i), e, 125);
+            }
+            libc::close(fd);
+        }
     }
 }
 

@@ -70,6 +70,25 @@ fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
 }
 
+/// Writes the maps of the child `pid`'s new user namespace, as its privileged parent
+/// may (any number of lines), with setgroups allowed so that the guest can set its
+/// supplementary groups.
+fn write_maps(pid: i32, uid_map: &str, gid_map: &str) -> io::Result<()> {
+    for (file, text) in [
+        ("setgroups", "allow"),
+        ("uid_map", uid_map),
+        ("gid_map", gid_map),
+    ] {
+        std::fs::write(format!("/proc/{pid}/{file}"), text).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("write the user namespace's {file} ({:?}): {e}", text.trim()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Forks a child that waits for the go-ahead, then sets up and execs `image`.
 pub fn spawn(image: &ChildImage) -> io::Result<Spawned> {
     let (go_r, go_w) = pipe_cloexec()?;
@@ -95,7 +114,14 @@ pub fn spawn(image: &ChildImage) -> io::Result<Spawned> {
     // unlike unshare(CLONE_NEWPID) it leaves compatrun free to start threads after.
     let pid = unsafe {
         if image.pid_ns {
-            let flags = libc::CLONE_NEWPID | libc::SIGCHLD;
+            // With a user namespace of its own, made in the same call: it then owns the
+            // pid namespace (the init may mount its /proc).
+            let user = if image.new_user_ns.is_some() {
+                libc::CLONE_NEWUSER
+            } else {
+                0
+            };
+            let flags = libc::CLONE_NEWPID | user | libc::SIGCHLD;
             i32::try_from(libc::syscall(
                 libc::SYS_clone,
                 flags,
@@ -130,6 +156,16 @@ pub fn spawn(image: &ChildImage) -> io::Result<Spawned> {
     drop(err_w);
     drop(listen_child);
     drop(report_w);
+    if let Some((uid_map, gid_map)) = &image.new_user_ns {
+        if let Err(e) = write_maps(pid, uid_map, gid_map)
+            .and_then(|()| wire::send(go_w.as_fd(), Message::Mapped))
+        {
+            let pid = Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            return Err(e);
+        }
+    }
     Ok(Spawned {
         pid: Pid::from_raw(pid),
         go: Some(go_w),

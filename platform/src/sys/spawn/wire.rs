@@ -2,7 +2,8 @@
 //! init, and their byte format: every message is one fixed-size frame, encoded and
 //! decoded here and nowhere else.
 //!
-//! Each channel is a pipe that carries frames one way: the go-ahead (parent -> child),
+//! Each channel is a pipe that carries frames one way: the go-ahead (parent -> child,
+//! after "mapped" when the child has a user namespace of its own),
 //! a failure (child or init -> parent; the pipe is close-on-exec, so a successful exec
 //! leaves it empty), and job-control reports (init -> parent, notify mode). A frame is
 //! shorter than `PIPE_BUF`, so it is written and read whole.
@@ -35,6 +36,8 @@ pub enum ChildStage {
     ExtraFilter,
     /// Making the guest's terminal.
     Terminal,
+    /// Writing the sysctl with this index ([`crate::GuestCommand::sysctls`]).
+    Sysctl(u16),
 }
 
 /// Why the child did not reach the guest program.
@@ -60,6 +63,9 @@ pub enum GuestJobEvent {
 pub enum Message {
     /// Parent -> child: seized (or listening); go on to the filter and exec.
     Go,
+    /// Parent -> child, before `Go`: the maps of the child's new user namespace are
+    /// written; become its root.
+    Mapped,
     /// Child or init -> parent: the guest program was not reached.
     Failed(ChildFailure),
     /// Init -> parent: the guest's first process stopped or continued.
@@ -70,6 +76,7 @@ pub enum Message {
 pub const FRAME: usize = 8;
 
 const TAG_GO: u8 = b'G';
+const TAG_MAPPED: u8 = b'M';
 const TAG_FAILED: u8 = b'F';
 const TAG_STOPPED: u8 = b'S';
 const TAG_CONTINUED: u8 = b'C';
@@ -88,12 +95,13 @@ impl ChildStage {
             ChildStage::Gate => 9,
             ChildStage::ExtraFilter => 10,
             ChildStage::Terminal => 11,
+            ChildStage::Sysctl(_) => 12,
         }
     }
 
     fn detail(self) -> u16 {
         match self {
-            ChildStage::Rootfs(i) => i,
+            ChildStage::Rootfs(i) | ChildStage::Sysctl(i) => i,
             _ => 0,
         }
     }
@@ -111,6 +119,7 @@ impl ChildStage {
             Self::Gate,
             Self::ExtraFilter,
             Self::Terminal,
+            Self::Sysctl(detail),
         ]
         .into_iter()
         .find(|s| s.code() == c)
@@ -123,6 +132,7 @@ impl Message {
         let mut f = [0u8; FRAME];
         match self {
             Message::Go => f[0] = TAG_GO,
+            Message::Mapped => f[0] = TAG_MAPPED,
             Message::Failed(ChildFailure { stage, errno }) => {
                 f[0] = TAG_FAILED;
                 f[1] = stage.code();
@@ -143,6 +153,7 @@ impl Message {
         let f: &[u8; FRAME] = frame.try_into().ok()?;
         match f[0] {
             TAG_GO => Some(Message::Go),
+            TAG_MAPPED => Some(Message::Mapped),
             TAG_FAILED => {
                 let detail = u16::from_ne_bytes([f[6], f[7]]);
                 Some(Message::Failed(ChildFailure {
@@ -226,9 +237,11 @@ mod tests {
             ChildStage::Capabilities,
             ChildStage::Gate,
             ChildStage::Terminal,
+            ChildStage::Sysctl(7),
         ];
         let mut all = vec![
             Message::Go,
+            Message::Mapped,
             Message::Job(GuestJobEvent::Stopped(libc::SIGTSTP)),
             Message::Job(GuestJobEvent::Continued),
         ];
