@@ -217,9 +217,10 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
 
 /// In a user namespace of our own: waits until the parent has written its maps, then
 /// becomes its root (the capabilities the namespace gave us stay), with no
-/// supplementary groups of the host's. The credential change clears the parent-death
-/// signal, so it is set again; the go-ahead that follows shows the parent is still there
-/// (EOF otherwise). Only async-signal-safe calls.
+/// supplementary groups of the host's, makes the other new namespaces and tells the
+/// parent (on the error pipe). The credential change clears the parent-death signal, so
+/// it is set again; the go-ahead that follows shows the parent is still there (EOF
+/// otherwise). Only async-signal-safe calls.
 fn become_namespace_root(ctx: &ChildCtx<'_>) {
     if wire::recv_raw(ctx.go_r) != Some(Message::Mapped) {
         ctx.fail(ChildStage::Handshake, libc::ECHILD, 125);
@@ -243,6 +244,14 @@ fn become_namespace_root(ctx: &ChildCtx<'_>) {
             0u64,
             0u64,
         );
+        // The other new namespaces, owned by this user namespace now; the parent joins
+        // them once we say so.
+        if ctx.image.unshare != 0 && libc::unshare(ctx.image.unshare) != 0 {
+            ctx.fail(ChildStage::Isolate, errno(), 125);
+        }
+    }
+    if !wire::send_raw(ctx.err_w, Message::Mapped) {
+        ctx.fail(ChildStage::Handshake, errno(), 125);
     }
 }
 

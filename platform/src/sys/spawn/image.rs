@@ -65,7 +65,7 @@ pub struct ChildImage {
     pub(super) new_user_ns: Option<(String, String)>,
     /// A user namespace the child joins before its mount namespace.
     pub(super) join_user: Option<i32>,
-    /// `CLONE_NEW*` flags the init unshares with its mount namespace.
+    /// `CLONE_NEW*` flags the child unshares once it is its user namespace's root.
     pub(super) unshare: i32,
     /// Sysctls the init writes then: `/proc/sys/...` and the value.
     pub(super) sysctls: Vec<(CString, Vec<u8>)>,
@@ -117,9 +117,9 @@ fn extra_program(f: &crate::ExtraFilter) -> io::Result<(Vec<Insn>, u32)> {
 #[allow(clippy::type_complexity)]
 fn user_namespace(cmd: &GuestCommand) -> io::Result<(Option<(String, String)>, Option<i32>)> {
     let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
-    if !cmd.namespaces.is_empty() && !cmd.pid_ns {
+    if !cmd.namespaces.is_empty() && !matches!(cmd.user_ns, Some(UserNamespace::New(_))) {
         return Err(invalid(
-            "new namespaces for the guest need its own pid namespace".into(),
+            "new namespaces for the guest go with a user namespace of its own".into(),
         ));
     }
     match &cmd.user_ns {

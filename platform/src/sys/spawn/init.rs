@@ -15,14 +15,15 @@ pub(super) fn become_init(ctx: &ChildCtx<'_>) {
     // SAFETY: async-signal-safe system calls on constant C strings and on locals; after
     // fork the parent branch never returns (it ends in _exit).
     unsafe {
-        let uts = if ctx.image.rootfs.as_ref().is_some_and(|p| p.new_uts) {
+        // (A UTS namespace made with the user namespace serves the host name too.)
+        let uts = if ctx.image.rootfs.as_ref().is_some_and(|p| p.new_uts)
+            && ctx.image.unshare & libc::CLONE_NEWUTS == 0
+        {
             libc::CLONE_NEWUTS
         } else {
             0
         };
-        // With the mount namespace, the other new ones the front end asked for: after
-        // the fork's user namespace, so that it owns them.
-        if libc::unshare(libc::CLONE_NEWNS | uts | ctx.image.unshare) != 0 {
+        if libc::unshare(libc::CLONE_NEWNS | uts) != 0 {
             ctx.fail(ChildStage::Isolate, errno(), 125);
         }
         write_sysctls(ctx);

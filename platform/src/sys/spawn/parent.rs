@@ -89,6 +89,49 @@ fn write_maps(pid: i32, uid_map: &str, gid_map: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Waits for the child's word that it is its user namespace's root and has made the
+/// other new namespaces (`unshare`, `CLONE_NEW*` flags), then joins those with the
+/// calling thread: an engine looks at the container's network namespace through the
+/// supervisor's `/proc/PID/ns/net`, as when compatrun makes it for itself.
+fn join_made(pid: i32, unshare: i32, err: BorrowedFd<'_>) -> io::Result<()> {
+    match wire::recv(err) {
+        Some(Message::Mapped) => {}
+        Some(Message::Failed(f)) => {
+            return Err(io::Error::new(
+                io::Error::from_raw_os_error(f.errno).kind(),
+                format!(
+                    "the guest's user namespace ({:?}): {}",
+                    f.stage,
+                    io::Error::from_raw_os_error(f.errno)
+                ),
+            ))
+        }
+        _ => {
+            return Err(io::Error::other(
+                "the guest ended before it took its user namespace",
+            ))
+        }
+    }
+    for (name, flag) in [
+        ("net", libc::CLONE_NEWNET),
+        ("ipc", libc::CLONE_NEWIPC),
+        ("uts", libc::CLONE_NEWUTS),
+        ("cgroup", libc::CLONE_NEWCGROUP),
+    ] {
+        if unshare & flag == 0 {
+            continue;
+        }
+        let f = std::fs::File::open(format!("/proc/{pid}/ns/{name}"))?;
+        nix::sched::setns(f, nix::sched::CloneFlags::from_bits_truncate(flag)).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("join the guest's {name} namespace: {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Forks a child that waits for the go-ahead, then sets up and execs `image`.
 pub fn spawn(image: &ChildImage) -> io::Result<Spawned> {
     let (go_r, go_w) = pipe_cloexec()?;
@@ -159,6 +202,7 @@ pub fn spawn(image: &ChildImage) -> io::Result<Spawned> {
     if let Some((uid_map, gid_map)) = &image.new_user_ns {
         if let Err(e) = write_maps(pid, uid_map, gid_map)
             .and_then(|()| wire::send(go_w.as_fd(), Message::Mapped))
+            .and_then(|()| join_made(pid, image.unshare, err_r.as_fd()))
         {
             let pid = Pid::from_raw(pid);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);

@@ -3,7 +3,8 @@
 //! decoded here and nowhere else.
 //!
 //! Each channel is a pipe that carries frames one way: the go-ahead (parent -> child,
-//! after "mapped" when the child has a user namespace of its own),
+//! after "mapped" when the child has a user namespace of its own, which the child
+//! answers on the error pipe),
 //! a failure (child or init -> parent; the pipe is close-on-exec, so a successful exec
 //! leaves it empty), and job-control reports (init -> parent, notify mode). A frame is
 //! shorter than `PIPE_BUF`, so it is written and read whole.
@@ -64,7 +65,8 @@ pub enum Message {
     /// Parent -> child: seized (or listening); go on to the filter and exec.
     Go,
     /// Parent -> child, before `Go`: the maps of the child's new user namespace are
-    /// written; become its root.
+    /// written; become its root. Child -> parent (on the error pipe): done, and the
+    /// other new namespaces are made.
     Mapped,
     /// Child or init -> parent: the guest program was not reached.
     Failed(ChildFailure),
