@@ -1,9 +1,10 @@
 //! compatrun as an OCI runtime: the lifecycle driven directly (create leaves the
 //! program waiting, start releases it, state, kill, delete refused while running,
 //! nothing left after delete), and real podman (installed by scripts/test-deps.sh)
-//! running images imported from trees, under a persona picked by annotation. Each
-//! container runs on the suite's platform (the `run.compatrun.platform` annotation).
-//! Skips visibly when not root or when podman is missing.
+//! running images imported from trees, under a persona picked by annotation, also in
+//! a user namespace (`--uidmap`). Each container runs on the suite's platform (the
+//! `run.compatrun.platform` annotation). Skips visibly when not root or when podman is
+//! missing.
 
 mod common;
 
@@ -130,8 +131,7 @@ fn create_waits_start_releases_and_delete_leaves_nothing() {
     let mut config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b.join("config.json")).expect("config"))
             .expect("json");
-    config["linux"]["uidMappings"] =
-        serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+    config["linux"]["intelRdt"] = serde_json::json!({"closID": "compatrun-test"});
     std::fs::write(
         b.join("config.json"),
         serde_json::to_vec(&config).expect("json"),
@@ -142,7 +142,7 @@ fn create_waits_start_releases_and_delete_leaves_nothing() {
         &["create", "--bundle", b.to_str().expect("utf8"), "bad"],
     );
     assert_ne!(out.status, 0);
-    assert!(out.err().contains("linux.uidMappings"), "{}", out.err());
+    assert!(out.err().contains("linux.intelRdt"), "{}", out.err());
     assert!(
         !root.join("bad").exists(),
         "a failed create leaves its state"
@@ -191,6 +191,30 @@ fn podman_runs_imported_trees_under_a_persona() {
     );
     assert_eq!(out.status, 0, "{}", out.err());
     assert_eq!(out.out(), format!("{RHEL6}\n{RHEL6}\n"));
+    // A user namespace (podman chowns the image for the mapped root and sets up the
+    // network in the container's namespace through the supervisor's pid).
+    let out = p.run(
+        &[
+            "--rm",
+            "--uidmap",
+            "0:100000:65536",
+            "--gidmap",
+            "0:100000:65536",
+            "--annotation",
+            "run.compatrun.persona=rhel6",
+        ],
+        &image,
+        &[
+            "sh",
+            "-c",
+            "id -u; cat /proc/self/uid_map; cat /proc/sys/kernel/osrelease; grep -c eth0 /proc/net/dev",
+        ],
+    );
+    assert_eq!(out.status, 0, "--uidmap: {}", out.err());
+    assert_eq!(
+        out.out(),
+        format!("0\n         0     100000      65536\n{RHEL6}\n1\n")
+    );
     // Detached, then exec (under the same persona), stop and rm.
     let name = format!("compatrun-test-{}", platform());
     let _ = run_cmd(p.cmd(&["rm", "-f", &name]), None);

@@ -60,6 +60,9 @@ pub struct Container {
     pub hostname: Option<String>,
     /// Network, IPC, UTS and cgroup namespaces (pid and mount are always new).
     pub namespaces: Vec<(LinuxNamespaceType, Ns)>,
+    /// A user namespace of the container's own (`{"type": "user"}`), with
+    /// `linux.uidMappings` and `linux.gidMappings`.
+    pub user_ns: Option<platform::IdMap>,
     /// sysctls to write, inside the namespaces.
     pub sysctl: BTreeMap<String, String>,
     /// The cgroup and its limits.
@@ -319,6 +322,8 @@ pub fn translate(
             "sysctl",
             "rootfsPropagation",
             "seccomp",
+            "uidMappings",
+            "gidMappings",
         ],
         "linux",
     )?;
@@ -329,7 +334,7 @@ pub fn translate(
         }
     }
     let mut namespaces = Vec::new();
-    let (mut pid, mut mount, mut uts) = (false, false, false);
+    let (mut pid, mut mount, mut uts, mut user_ns) = (false, false, false, false);
     for ns in linux.namespaces().clone().unwrap_or_default() {
         let how = match ns.path() {
             Some(p) => Ns::Join(p.clone()),
@@ -353,6 +358,14 @@ pub fn translate(
                 uts |= ns.typ() == LinuxNamespaceType::Uts;
                 namespaces.push((ns.typ(), how));
             }
+            LinuxNamespaceType::User => {
+                if how != Ns::New {
+                    bail!(
+                        "linux.namespaces: joining an existing user namespace is not supported by compatrun (it makes the container's own, from linux.uidMappings and linux.gidMappings)"
+                    );
+                }
+                user_ns = true;
+            }
             other => bail!("linux.namespaces: {other:?} namespaces are not supported by compatrun"),
         }
     }
@@ -363,7 +376,20 @@ pub fn translate(
     if hostname.is_some() && !uts {
         bail!("hostname needs a uts namespace in linux.namespaces");
     }
-    let layout = mounts::layout(spec, &linux, &tree, root.readonly().unwrap_or(false))?;
+    let user_ns = super::userns::id_map(&linux, user_ns)?;
+    // In a user namespace sysfs mounts only with a network namespace it owns (runc's
+    // rule): otherwise the host's /sys is bound.
+    let new_net = namespaces
+        .iter()
+        .any(|(t, how)| *t == LinuxNamespaceType::Network && *how == Ns::New);
+    let bind_sys = user_ns.is_some() && !new_net;
+    let layout = mounts::layout(
+        spec,
+        &linux,
+        &tree,
+        root.readonly().unwrap_or(false),
+        bind_sys,
+    )?;
     let sysctl: BTreeMap<String, String> = linux
         .sysctl()
         .clone()
@@ -421,6 +447,7 @@ pub fn translate(
         layout,
         hostname,
         namespaces,
+        user_ns,
         sysctl,
         cgroup,
         persona,

@@ -1,7 +1,7 @@
 //! `exec`: a further process in a running container, under the container's persona.
-//! compatrun joins the container's namespaces (cgroup, ipc, uts, network, pid, mount)
-//! and cgroup, then runs the process on the ptrace platform (which needs no pid
-//! namespace of its own). With `--detach` a helper does that, and its pid is the one
+//! compatrun joins the container's cgroup and namespaces (cgroup, ipc, uts, network,
+//! pid; the process alone joins its user and mount namespaces), then runs the process
+//! on the ptrace platform (which needs no pid namespace of its own). With `--detach` a helper does that, and its pid is the one
 //! written to `--pid-file` for the engine to wait on. A terminal (`-t`, or
 //! `process.terminal`) goes to `--console-socket` when detached (through the helper,
 //! before `exec` returns), or is proxied to our stdin and stdout in the foreground.
@@ -162,6 +162,16 @@ pub fn exec(
     }
     let mnt = std::fs::File::open(format!("/proc/{}/ns/mnt", r.pid))
         .context("the container's mount namespace")?;
+    // A container with a user namespace of its own: the process joins it before the
+    // mount namespace (the supervisor, outside, still traces it).
+    let userns = {
+        let theirs = format!("/proc/{}/ns/user", r.pid);
+        if std::fs::read_link(&theirs).ok() == std::fs::read_link("/proc/self/ns/user").ok() {
+            None
+        } else {
+            Some(std::fs::File::open(&theirs).context("the container's user namespace")?)
+        }
+    };
     // The container's seccomp profile holds for every process in it, as under runc.
     let seccomp = match &r.seccomp {
         Some(s) => vec![super::seccomp::compile(s)?.0],
@@ -183,6 +193,11 @@ pub fn exec(
         .nofile_soft(nofile)
         .extra_filters(seccomp)
         .pid_ns(false)
+        .user_ns(
+            userns
+                .as_ref()
+                .map(|f| platform::UserNamespace::Join(f.as_raw_fd())),
+        )
         .join_mount_ns(
             mnt.as_raw_fd(),
             PathBuf::from(format!("/proc/{}/root", r.pid)),

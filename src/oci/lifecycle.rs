@@ -554,7 +554,7 @@ pub fn features() -> anyhow::Result<()> {
             "nodiratime", "relatime", "norelatime", "strictatime", "nostrictatime",
             "bind", "rbind", "private", "rprivate"],
         "linux": {
-            "namespaces": ["pid", "mount", "network", "ipc", "uts", "cgroup"],
+            "namespaces": ["pid", "mount", "network", "ipc", "uts", "cgroup", "user"],
             "capabilities": super::config::capability_names(),
             "cgroup": {"v1": true, "v2": true, "systemd": false},
             "seccomp": super::seccomp::features(),

@@ -18,6 +18,7 @@ mod pause;
 mod seccomp;
 mod state;
 mod supervisor;
+mod userns;
 
 use std::ffi::OsString;
 use std::io::Write;

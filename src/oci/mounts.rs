@@ -45,12 +45,15 @@ const PROPAGATION: [&str; 6] = [
     "runbindable",
 ];
 
-/// The layout for `spec`'s mounts in `tree`.
+/// The layout for `spec`'s mounts in `tree`; `bind_sys`: a sysfs mount is the host's
+/// /sys bound (recursively) instead, as in a user namespace without a network namespace
+/// of its own, where sysfs cannot be mounted.
 pub fn layout(
     spec: &Spec,
     linux: &Linux,
     tree: &Path,
     readonly_root: bool,
+    bind_sys: bool,
 ) -> anyhow::Result<Vec<MountSpec>> {
     let mut l = Vec::new();
     let mut dev_is_tmpfs = false;
@@ -103,6 +106,15 @@ pub fn layout(
             continue;
         }
         match typ.as_str() {
+            "sysfs" if bind_sys => {
+                l.push(MountSpec::Bind(BindSpec {
+                    src: "/sys".into(),
+                    dst: dst.as_os_str().to_owned(),
+                    read_only: flags & libc::MS_RDONLY != 0,
+                    target: Target::Create,
+                    what: format!("{name}: bind the host's /sys (a user namespace without a network namespace of its own cannot mount sysfs)"),
+                }));
+            }
             "proc" | "sysfs" | "tmpfs" | "devpts" | "mqueue" => {
                 if dst == Path::new("/dev") && typ == "tmpfs" {
                     dev_is_tmpfs = true;

@@ -213,6 +213,9 @@ fn run(
         super::cgroups::enter(cg)?;
     }
     for (typ, how) in &c.namespaces {
+        if !super::userns::supervisor_enters(&c, how) {
+            continue;
+        }
         let flag = ns_flag(*typ);
         match how {
             Ns::New => nix::sched::unshare(flag)
@@ -225,10 +228,11 @@ fn run(
             }
         }
     }
-    if let Some(h) = &c.hostname {
+    let hostname_inside = super::userns::hostname_inside(&c);
+    if let Some(h) = c.hostname.as_ref().filter(|_| !hostname_inside) {
         nix::unistd::sethostname(h).context("hostname")?;
     }
-    for (k, v) in &c.sysctl {
+    for (k, v) in c.sysctl.iter().filter(|_| c.user_ns.is_none()) {
         let path = Path::new("/proc/sys").join(k.replace('.', "/"));
         std::fs::write(&path, v).with_context(|| format!("linux.sysctl {k}={v}"))?;
     }
@@ -250,10 +254,13 @@ fn run(
             size: c.console_size,
             console: true,
         }))
+        .user_ns(c.user_ns.clone().map(platform::UserNamespace::New))
+        .namespaces(super::userns::made_inside(&c))
+        .sysctls(super::userns::sysctls_inside(&c))
         .root(RootFs {
             dir: c.tree.clone(),
             layout: c.layout.clone(),
-            hostname: None,
+            hostname: c.hostname.clone().filter(|_| hostname_inside),
             overlay: None,
         })
         .build(&mut sentry)?;
