@@ -350,3 +350,62 @@ fn features_says_what_engines_read() {
         Some(false)
     );
 }
+
+/// A non-root `process.user` gets no_new_privs only when the config asks for it, as
+/// under runc (with it, setuid programs such as su or ping would stop working): the
+/// status lines the process sees match runc's on the same bundle.
+#[test]
+fn a_non_root_user_gets_no_new_privs_only_when_asked() {
+    let test = "a_non_root_user_gets_no_new_privs_only_when_asked";
+    if !is_root() {
+        return skip(test, "an OCI runtime needs root (namespaces, mounts)");
+    }
+    let base = common::scratch_dir().join(format!("oci-cli-nnp-{}", platform()));
+    let root = base.join("state");
+    let id = format!("nnp-{}", platform());
+    // (Seccomp: differs by design: compatrun's filter is always there.)
+    let script = "grep -E '^(Uid|Gid|CapEff|CapPrm|NoNewPrivs):' /proc/self/status";
+    for nnp in [false, true] {
+        let b = bundle(
+            &base.join("bundle"),
+            &["sh", "-c", script],
+            serde_json::json!({}),
+        );
+        common::oci::edit_config(&b, |c| {
+            c["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+            c["process"]["noNewPrivileges"] = nnp.into();
+        });
+        let run = |runtime: &Path, state: &Path| {
+            let mut cmd = Command::new(runtime);
+            if runtime == compatrun_bin() {
+                cmd.arg("oci");
+            }
+            cmd.arg("--root")
+                .arg(state)
+                .args(["run", "--bundle"])
+                .arg(&b)
+                .arg(&id)
+                .stdin(Stdio::null());
+            run_cmd_within(cmd, None, LIMIT)
+        };
+        let ours = run(&compatrun_bin(), &root);
+        assert_eq!(ours.status, 0, "nnp {nnp}: {}", ours.err());
+        let out = ours.out();
+        assert!(
+            out.contains(&format!("NoNewPrivs:\t{}\n", u8::from(nnp))),
+            "nnp {nnp}: {out}"
+        );
+        assert!(out.contains("Uid:\t1000\t1000\t1000\t1000\n"), "{out}");
+        if common::have("runc") {
+            let theirs = run(Path::new("runc"), &base.join("runc-state"));
+            assert_eq!(theirs.status, 0, "runc: {}", theirs.err());
+            assert_eq!(out, theirs.out(), "nnp {nnp}: compatrun against runc");
+        } else {
+            skip(
+                test,
+                "runc is missing (scripts/test-deps.sh installs it): no comparison",
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -44,3 +44,42 @@ pub(super) fn set(effective: u64, permitted: u64, inheritable: u64) -> Result<()
     }
     Ok(())
 }
+
+/// The calling thread's (effective, permitted) sets; the errno when the kernel refuses.
+pub(super) fn get() -> Result<(u64, u64), i32> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget writes one header and two data structs, live locals laid out as the
+    // kernel's (repr(C), version 3).
+    if unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) } != 0 {
+        return Err(super::wire::errno());
+    }
+    let join = |low: u32, high: u32| u64::from(low) | (u64::from(high) << 32);
+    Ok((
+        join(data[0].effective, data[1].effective),
+        join(data[0].permitted, data[1].permitted),
+    ))
+}
+
+/// Makes CAP_SYS_ADMIN effective again after a switch to a non-root user that kept the
+/// permitted set (KEEPCAPS), so the seccomp filters go in without no_new_privs, which
+/// the config did not ask for (runc installs them before dropping privileges, too).
+/// False where it is not in the permitted set; the caller then sets no_new_privs.
+pub(super) fn raise_sys_admin() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21; // linux/capability.h
+    let admin = 1u64 << CAP_SYS_ADMIN;
+    match get() {
+        Ok((effective, permitted)) if permitted & admin != 0 => {
+            // Inheritable does not matter here: the final sets are set after the filters.
+            set(effective | admin, permitted, 0).is_ok()
+        }
+        _ => false,
+    }
+}

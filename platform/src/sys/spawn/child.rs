@@ -111,7 +111,11 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
             {
                 ctx.fail(ChildStage::User, errno(), 125);
             }
-            dropped_privileges = uid != 0;
+            // A non-root user keeps CAP_SYS_ADMIN in its permitted set only with
+            // capabilities given (KEEPCAPS above); raised, the filters need no
+            // no_new_privs, which would stop setuid programs (su, ping) in the guest.
+            dropped_privileges =
+                uid != 0 && !(ctx.image.caps.is_some() && super::caps::raise_sys_admin());
         }
         if let Some(cwd) = &ctx.image.cwd {
             if libc::chdir(cwd.as_ptr()) != 0 {
