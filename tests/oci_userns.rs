@@ -2,7 +2,7 @@
 //! `linux.uidMappings` and `linux.gidMappings`), on the suite's platform: the container's
 //! ids as seen from the host and inside, its own maps, a file it makes on a host
 //! directory owned by the mapped id, the host name, sysctls and /proc (under the rhel6
-//! persona) in the namespaces it owns, devices bound from the host while mknod is
+//! persona, also a proc it mounts itself) in the namespaces it owns, devices bound from the host while mknod is
 //! refused (root inside is root only there), exec into it, and nothing left after kill
 //! and delete; the same bundle under runc (installed by scripts/test-deps.sh) shows the
 //! same ids, maps and namespaces. Bad maps are refused naming their field. Skips
@@ -60,6 +60,13 @@ fn userns_bundle(dir: &Path, script: &str, shared: &Path) -> PathBuf {
         c["linux"]["sysctl"] =
             serde_json::json!({"kernel.shmmni": "1234", "net.ipv4.ip_default_ttl": "77"});
         c["process"]["user"]["additionalGids"] = serde_json::json!([10, 20]);
+        // Root inside may mount (a proc of its own).
+        for set in ["bounding", "effective", "permitted"] {
+            c["process"]["capabilities"][set]
+                .as_array_mut()
+                .expect("capabilities")
+                .push("CAP_SYS_ADMIN".into());
+        }
         c["mounts"]
             .as_array_mut()
             .expect("mounts")
@@ -105,7 +112,8 @@ fn a_container_runs_in_its_own_user_namespace() {
     let root = base.join("state");
     let id = format!("userns-{}", platform());
     let script = format!(
-        "{PROBE}; cat /proc/sys/kernel/osrelease; touch /mnt/shared/made; echo ready; exec sleep 1000"
+        "{PROBE}; cat /proc/sys/kernel/osrelease; mkdir /tmp/p; mount -t proc proc /tmp/p; \
+         cat /tmp/p/sys/kernel/osrelease; touch /mnt/shared/made; echo ready; exec sleep 1000"
     );
     let b = userns_bundle(&base.join("bundle"), &script, &shared);
     let host_shmmni = host_file("/proc/sys/kernel/shmmni");
@@ -135,7 +143,7 @@ fn a_container_runs_in_its_own_user_namespace() {
     });
     assert_eq!(
         host_file(log.to_str().expect("utf8")),
-        format!("{}{RHEL6}\nready\n", probe_expected())
+        format!("{}{RHEL6}\n{RHEL6}\nready\n", probe_expected())
     );
     // From outside, its root is the mapped id; the host's own sysctls are untouched.
     let status = host_file(&format!("/proc/{pid}/status"));

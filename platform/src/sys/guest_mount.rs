@@ -1,9 +1,12 @@
 //! Mounting a new `proc` for a guest thread, in the guest's own namespaces, with files of
 //! the caller's over it: how a `mount -t proc` the guest makes shows the persona too.
 //!
-//! A helper process joins the thread's mount and pid namespaces (`setns`), forks so that
-//! its child is inside that pid namespace (a proc shows the pid namespace of whoever
-//! mounts it), takes the thread's root and working directory, makes the mount as the
+//! A helper process joins the thread's user namespace when it is not compatrun's (an OCI
+//! container's, or one the guest made: the mount is then made with the rights the guest
+//! has there, and the kernel's rules for a proc in a user namespace hold as for the
+//! guest; the helper becomes that namespace's root), then its mount and pid namespaces
+//! (`setns`), forks so that its child is inside that pid namespace (a proc shows the pid
+//! namespace of whoever mounts it), takes the thread's root and working directory, makes the mount as the
 //! guest asked, and binds each file over its counterpart in the new proc: each file is
 //! written on a tmpfs mounted briefly over a directory of the new proc (nothing else
 //! uses it yet) and bound from there, then the tmpfs is detached.
@@ -48,6 +51,8 @@ pub struct HelperError {
 
 /// Everything the helper needs, made before fork.
 struct Prepared {
+    /// The thread's user namespace, when it is not ours.
+    user_ns: Option<File>,
     mnt_ns: File,
     pid_ns: File,
     root: File,
@@ -95,7 +100,14 @@ fn prepare(tid: i32, req: &ProcMount) -> Result<Prepared, HelperError> {
         .map(|(rel, _)| join(&req.target, &rel.to_string_lossy()))
         .collect::<io::Result<_>>()
         .map_err(bad)?;
+    let link = |p: String| std::fs::read_link(p).ok();
+    let user_ns = if link(format!("/proc/{tid}/ns/user")) == link("/proc/self/ns/user".into()) {
+        None
+    } else {
+        Some(open("ns/user")?)
+    };
     Ok(Prepared {
+        user_ns,
         mnt_ns: open("ns/mnt")?,
         pid_ns: open("ns/pid")?,
         root: open("root")?,
@@ -172,6 +184,18 @@ fn helper(p: &Prepared, req: &ProcMount, out: i32) -> ! {
     // SAFETY: setns, fork and waitpid take descriptors and integers only; the
     // descriptors were opened before fork and are ours.
     unsafe {
+        // The user namespace first, as its root: its rights then cover the pid and
+        // mount namespaces it owns, and the files made for the mount have owners there
+        // (an id the namespace does not map cannot create files). Raw calls: only this
+        // process changes ids.
+        if let Some(user) = &p.user_ns {
+            if libc::setns(user.as_raw_fd(), libc::CLONE_NEWUSER) != 0
+                || libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32) != 0
+                || libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) != 0
+            {
+                report(out, b'N', errno());
+            }
+        }
         if libc::setns(p.pid_ns.as_raw_fd(), libc::CLONE_NEWPID) != 0
             || libc::setns(p.mnt_ns.as_raw_fd(), libc::CLONE_NEWNS) != 0
         {

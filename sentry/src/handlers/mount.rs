@@ -5,10 +5,11 @@
 //! answers the guest with the mount's result.
 //!
 //! Everything else runs natively: other file system types, remounts, binds, moves and
-//! propagation changes; a proc mount by a thread without CAP_SYS_ADMIN (it fails there
-//! with EPERM as natively) or in a user namespace of its own (where the kernel's rules
-//! for proc differ: such a proc shows the host's files); and any call whose strings
-//! cannot be read (the kernel answers EFAULT).
+//! propagation changes; a proc mount by a thread without CAP_SYS_ADMIN in its user
+//! namespace (it fails there with EPERM as natively); and any call whose strings cannot
+//! be read (the kernel answers EFAULT). A thread in a user namespace of its own (an OCI
+//! container's, or one it made) gets the mount made in that namespace, with the rights
+//! it has there.
 
 use std::ffi::CString;
 
@@ -29,8 +30,8 @@ const NOT_NEW: u64 = libc::MS_REMOUNT
 /// `CAP_SYS_ADMIN`.
 const CAP_SYS_ADMIN: u32 = 21;
 
-/// Whether guest thread `tid` could mount a proc as compatrun does for it: it holds
-/// CAP_SYS_ADMIN and shares compatrun's user namespace.
+/// Whether guest thread `tid` could mount a proc: it holds CAP_SYS_ADMIN (in its own
+/// user namespace, where compatrun's helper makes the mount).
 fn may_mount(tid: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
     let cap_admin = status
@@ -38,10 +39,7 @@ fn may_mount(tid: i32) -> bool {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0);
-    let ns = |p: String| std::fs::read_link(p).ok();
     cap_admin
-        && ns(format!("/proc/{tid}/ns/user")).is_some()
-        && ns(format!("/proc/{tid}/ns/user")) == ns("/proc/self/ns/user".to_owned())
 }
 
 /// Handles `mount(source, target, fstype, flags, data)`.
