@@ -256,6 +256,53 @@ fn a_user_namespace_looks_as_under_runc() {
 }
 
 #[test]
+fn without_a_network_namespace_of_its_own_sys_is_the_hosts() {
+    let test = "without_a_network_namespace_of_its_own_sys_is_the_hosts";
+    if !is_root() {
+        return skip(test, "an OCI runtime needs root");
+    }
+    // In the host's network namespace the mapped root may not mount sysfs (runc 1.1.5
+    // fails such a config with EPERM): compatrun binds the host's /sys, read-only as the
+    // config's mount asks.
+    let base = base("userns-sys");
+    let shared = base.join("shared");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    let b = userns_bundle(
+        &base.join("bundle"),
+        "ls /sys/class/net/lo/ifindex; touch /sys/x 2>/dev/null || echo read-only; \
+         cat /proc/self/mountinfo",
+        &shared,
+    );
+    edit_config(&b, |c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .retain(|n| n["type"] != "network");
+        c["linux"]["sysctl"] = serde_json::json!({"kernel.shmmni": "1234"});
+    });
+    let out = oci(
+        &base.join("state"),
+        &["run", "--bundle", b.to_str().expect("utf8"), "userns-sys"],
+    );
+    assert_eq!(out.status, 0, "compatrun run: {}", out.err());
+    let text = out.out();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("/sys/class/net/lo/ifindex"));
+    assert_eq!(lines.next(), Some("read-only"));
+    // mountinfo: ID PARENT DEV ROOT MOUNTPOINT OPTIONS ... - TYPE SOURCE SUPER
+    let sys: Vec<Vec<&str>> = lines
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .filter(|f| f.get(4) == Some(&"/sys"))
+        .collect();
+    assert_eq!(sys.len(), 1, "{text}");
+    let f = &sys[0];
+    let dash = f.iter().position(|x| *x == "-").expect("separator");
+    assert_eq!(f.get(dash + 1), Some(&"sysfs"), "{text}");
+    assert!(f[5].split(',').any(|o| o == "ro"), "{text}");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
 fn bad_id_maps_are_refused_naming_the_field() {
     let test = "bad_id_maps_are_refused_naming_the_field";
     if !is_root() {
