@@ -10,6 +10,7 @@ mod cgroups;
 mod cli;
 mod config;
 mod console;
+mod enosys;
 mod exec;
 mod hooks;
 mod lifecycle;

@@ -180,6 +180,7 @@ pub fn compile(s: &LinuxSeccomp) -> anyhow::Result<(ExtraFilter, Vec<String>)> {
     )?;
     let lib = |e: libseccomp::error::SeccompError| anyhow::anyhow!("libseccomp: {e}");
     let mut ctx = ScmpFilterContext::new(default).map_err(lib)?;
+    let mut archs = Vec::new();
     for (i, a) in s.architectures().iter().flatten().enumerate() {
         let name = serde_json::to_value(a)?;
         let arch: ScmpArch = name
@@ -189,6 +190,7 @@ pub fn compile(s: &LinuxSeccomp) -> anyhow::Result<(ExtraFilter, Vec<String>)> {
             .map_err(|_| anyhow::anyhow!("linux.seccomp.architectures[{i}]: unknown {name}"))?;
         ctx.add_arch(arch)
             .map_err(|e| anyhow::anyhow!("linux.seccomp.architectures[{i}] {name}: {e}"))?;
+        archs.push(arch);
     }
     let mut flags = 0u32;
     for (i, f) in s.flags().iter().flatten().enumerate() {
@@ -244,7 +246,7 @@ pub fn compile(s: &LinuxSeccomp) -> anyhow::Result<(ExtraFilter, Vec<String>)> {
     }
     Ok((
         ExtraFilter {
-            program: export(&ctx)?,
+            program: [super::enosys::stub(s, &archs), export(&ctx)?].concat(),
             flags,
         },
         unknown.into_iter().map(str::to_owned).collect(),
