@@ -374,6 +374,39 @@ fn bad_id_maps_are_refused_naming_the_field() {
             "{name}: a failed create leaves its state"
         );
     }
+    // A tree the mapped root cannot use: a clear error after the namespace was made,
+    // and nothing left.
+    let shared = base.join("shared");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    let b = userns_bundle(&base.join("unusable"), "true", &shared);
+    let st = Command::new("chown")
+        .args(["-R", "-h", "0:0"])
+        .arg(b.join("rootfs"))
+        .status()
+        .expect("chown");
+    assert!(st.success(), "chown the tree back");
+    std::fs::set_permissions(
+        b.join("rootfs"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod");
+    let out = oci(
+        &root,
+        &["create", "--bundle", b.to_str().expect("utf8"), "unusable"],
+    );
+    assert_eq!(out.status, 125, "unusable: {}", out.err());
+    assert!(
+        out.err().contains(
+            "maps the container's root to host uid 100000, which must be able to use root.path"
+        ),
+        "{}",
+        out.err()
+    );
+    assert!(!root.join("unusable").exists(), "unusable: state left");
+    assert!(
+        !host_file("/proc/self/mountinfo").contains(base.to_str().expect("utf8")),
+        "unusable: mounts left"
+    );
     // Joining an existing user namespace is refused by name.
     let b = bundle(&base.join("join"), &["true"], "host");
     edit_config(&b, |c| {

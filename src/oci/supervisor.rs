@@ -291,7 +291,7 @@ fn run(
     drop(theirs);
     drop(gate_r);
     drop(starter);
-    let status = status?;
+    let status = status.map_err(|e| super::userns::explain(&c, e))?;
     log::debug!("container finished: {status:?}");
     Ok(u8::try_from(status.code() & 0xff).unwrap_or(125))
 }

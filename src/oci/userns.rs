@@ -106,3 +106,23 @@ pub fn sysctls_inside(c: &Container) -> Vec<(String, String)> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
+
+/// A root filesystem the container's mapped root may not use gets a hint: in a user
+/// namespace the tree is reached as the id root maps to, without the host root's rights.
+pub fn explain(c: &Container, e: platform::PlatformError) -> anyhow::Error {
+    let denied = matches!(
+        &e,
+        platform::PlatformError::Rootfs { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied
+    );
+    let host_root = c
+        .user_ns
+        .as_ref()
+        .and_then(|m| IdMap::outside_of(&m.uid, 0));
+    match host_root {
+        Some(uid) if denied => anyhow::Error::new(e).context(format!(
+            "linux.uidMappings maps the container's root to host uid {uid}, which must be able to use root.path and the mounts' sources (own the tree, as podman chowns an image for --uidmap, and search every directory on the way)"
+        )),
+        _ => e.into(),
+    }
+}
