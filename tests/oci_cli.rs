@@ -409,3 +409,66 @@ fn a_non_root_user_gets_no_new_privs_only_when_asked() {
     }
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `run` in the foreground passes the signals it gets on to the container's process, as
+/// runc's does: SIGTERM to `run` reaches the program (which traps it and exits 9), and
+/// `run` returns that status with the container deleted. Without this the command died
+/// and left the container running. Same status and output as runc.
+#[test]
+fn run_in_the_foreground_passes_signals_on() {
+    let test = "run_in_the_foreground_passes_signals_on";
+    if !is_root() {
+        return skip(test, "an OCI runtime needs root (namespaces, mounts)");
+    }
+    let base = common::scratch_dir().join(format!("oci-cli-fwd-{}", platform()));
+    let id = format!("fwd-{}", platform());
+    let b = bundle(
+        &base.join("bundle"),
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 9' TERM; echo ready; while :; do sleep 0.1; done",
+        ],
+        serde_json::json!({}),
+    );
+    let mut runtimes = vec![(compatrun_bin(), base.join("state"))];
+    if common::have("runc") {
+        runtimes.push((PathBuf::from("runc"), base.join("runc-state")));
+    } else {
+        skip(
+            test,
+            "runc is missing (scripts/test-deps.sh installs it): no comparison",
+        );
+    }
+    for (runtime, root) in runtimes {
+        let command = |args: &[&str]| {
+            let mut cmd = Command::new(&runtime);
+            if runtime == compatrun_bin() {
+                cmd.arg("oci");
+            }
+            cmd.arg("--root").arg(&root).args(args);
+            cmd
+        };
+        let mut run = command(&["run", "--bundle"]);
+        run.arg(&b).arg(&id);
+        let mut live = common::live::Live::spawn(run);
+        live.expect_line("ready");
+        live.signal(libc::SIGTERM);
+        let (status, lines, err) = live.finish_within(LIMIT);
+        let who = runtime.display();
+        assert_eq!(
+            (status, lines.last().map(String::as_str)),
+            (9, Some("got TERM")),
+            "{who}: {err}"
+        );
+        let mut list = command(&["list", "--quiet"]);
+        list.stdin(Stdio::null());
+        let list = run_cmd_within(list, None, LIMIT);
+        assert!(
+            !list.out().contains(&id),
+            "{who} left the container: {}",
+            list.out()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}

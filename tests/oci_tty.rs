@@ -451,3 +451,65 @@ fn podman_run_t_and_exec_t_through_a_pty() {
     assert!(text.contains("/dev/pts/"), "{text}");
     assert!(text.contains("PTYDRIVE EXIT 4"), "{text}");
 }
+
+/// In the foreground, `run` proxying a container's terminal gives it our terminal's
+/// window size, at start and after every change (the container's shell, polling
+/// `stty size`, sees each new size); Ctrl-C typed then reaches the container's shell.
+#[test]
+fn run_in_the_foreground_follows_the_window_size() {
+    let Some((base, root, id)) = tty_container(
+        "run_in_the_foreground_follows_the_window_size",
+        "tty-resize",
+    ) else {
+        return;
+    };
+    if !have("python3") {
+        return skip(
+            "run_in_the_foreground_follows_the_window_size",
+            "python3 is needed to drive a pseudo-terminal",
+        );
+    }
+    let b = bundle(&base.join("bundle"), &["true"], "host");
+    edit_config(&b, |c| {
+        terminal_process(
+            &mut c["process"],
+            &[
+                "sh",
+                "-c",
+                "echo ready; while :; do busybox stty size; busybox sleep 0.1; done",
+            ],
+        );
+    });
+    let steps = serde_json::json!([
+        ["resize", 33, 99],
+        ["expect", "ready"],
+        ["expect", "33 99"],
+        ["resize", 41, 111],
+        ["expect", "41 111"],
+        ["send", "\u{3}"],
+        ["wait_exit"],
+    ]);
+    let steps_file = base.join("steps.json");
+    std::fs::write(&steps_file, steps.to_string()).expect("steps");
+    let mut cmd = Command::new("python3");
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ptydrive.py"))
+        .arg(&steps_file)
+        .arg("--")
+        .arg(compatrun_bin())
+        .args(["oci", "--root"])
+        .arg(&root)
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .arg(&id)
+        .env("PTYDRIVE_TIMEOUT", "60");
+    let out = run_cmd(cmd, None);
+    assert_eq!(out.status, 0, "ptydrive: {}", out.err());
+    let transcript = out.out();
+    // The shell dies of SIGINT (130); no PTYDRIVE FAILED line.
+    assert!(
+        transcript.trim_end().ends_with("PTYDRIVE EXIT 130"),
+        "{transcript}"
+    );
+    assert!(!root.join(&id).exists(), "state left after run");
+    let _ = std::fs::remove_dir_all(&base);
+}

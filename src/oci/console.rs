@@ -90,6 +90,31 @@ impl Drop for RawMode {
     }
 }
 
+/// Gives `master` the window size of our terminal `tty` now and whenever it changes
+/// (checked four times a second, until either side is gone); the kernel then sends
+/// SIGWINCH to the container terminal's foreground process group, as it would for a
+/// terminal of its own. A poll, not a SIGWINCH handler: that signal is passed on to the
+/// container's process (see `lifecycle::run`), as runc passes it on.
+fn follow_window_size(tty: File, master: OwnedFd) {
+    use platform::sys::console::{set_window_size, window_size};
+    // Not joined: it ends when a descriptor fails, or with us.
+    std::thread::spawn(move || {
+        let mut last = None;
+        loop {
+            let Ok(size) = window_size(tty.as_fd()) else {
+                return;
+            };
+            if last != Some(size) {
+                if set_window_size(master.as_fd(), size.0, size.1).is_err() {
+                    return;
+                }
+                last = Some(size);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    });
+}
+
 /// A container's terminal joined to our standard input and output (runc's foreground
 /// `run` and `exec -t` without a console socket): keys go to the master, what the
 /// container writes comes out on our stdout. Our own terminal, if stdin is one, is in
@@ -105,9 +130,7 @@ impl Proxy {
         let stdin = std::io::stdin();
         let raw = if nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
             let tty = File::from(stdin.as_fd().try_clone_to_owned()?);
-            if let Ok((rows, cols)) = platform::sys::console::window_size(tty.as_fd()) {
-                let _ = platform::sys::console::set_window_size(master.as_fd(), rows, cols);
-            }
+            follow_window_size(tty.try_clone()?, master.try_clone()?);
             let saved = termios::tcgetattr(&tty).context("the terminal's settings")?;
             let mut raw = saved.clone();
             termios::cfmakeraw(&mut raw);

@@ -289,7 +289,12 @@ pub fn run(
     if detach {
         return Ok(0);
     }
+    // In the foreground, as runc's run: signals sent to us go to the container's
+    // process (SIGTERM to `run` ends the container's program, not just this command).
+    let forwarding = forward_signals_to(g, id);
     let status = child.wait()?;
+    platform::sys::signals::clear_target();
+    drop(forwarding);
     if let Some(p) = proxy {
         p.finish(Duration::from_secs(2));
     }
@@ -300,6 +305,20 @@ pub fn run(
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(125);
     Ok(u8::try_from(code & 0xff).unwrap_or(125))
+}
+
+/// Points the forwarding of signals sent to this process at container `id`'s process;
+/// the pidfd it keeps must live until forwarding is cleared. A container already gone
+/// gets nothing forwarded.
+fn forward_signals_to(g: &OciCli, id: &str) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let pid = Dir::open(&g.root, id).ok()?.load().ok()?.pid;
+    let pidfd = platform::sys::pidfd_open(nix::unistd::Pid::from_raw(pid)).ok()?;
+    platform::sys::signals::set_target(pid, pidfd.as_raw_fd());
+    if let Err(e) = platform::sys::signals::install_forwarding() {
+        log::warn!("signals will not reach the container: {e}");
+    }
+    Some(pidfd)
 }
 
 /// `start`.
