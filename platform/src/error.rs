@@ -100,62 +100,43 @@ impl PlatformError {
         use sys::spawn::ChildStage;
         let program = cmd.program.to_string_lossy().into_owned();
         let source = std::io::Error::from_raw_os_error(fail.errno);
-        match fail.stage {
-            ChildStage::Exec if fail.errno == libc::ENOENT => PlatformError::NotFound { program },
-            ChildStage::Exec => PlatformError::CannotExecute { program, source },
-            ChildStage::Filter if fail.errno == libc::EBUSY => PlatformError::ListenerBusy,
-            ChildStage::Filter => PlatformError::Filter { source },
-            ChildStage::Chdir => PlatformError::Spawn {
-                op: "chdir",
-                source,
-            },
-            ChildStage::Handshake => PlatformError::Spawn {
-                op: "handshake",
-                source,
-            },
-            ChildStage::Isolate => PlatformError::Spawn {
-                op: "set up the pid namespace (mount namespace, /proc)",
-                source,
-            },
-            ChildStage::Rootfs(i) => PlatformError::Rootfs {
-                step: cmd
+        let op = match fail.stage {
+            ChildStage::Exec if fail.errno == libc::ENOENT => {
+                return PlatformError::NotFound { program }
+            }
+            ChildStage::Exec => return PlatformError::CannotExecute { program, source },
+            ChildStage::Filter if fail.errno == libc::EBUSY => return PlatformError::ListenerBusy,
+            ChildStage::Filter => return PlatformError::Filter { source },
+            ChildStage::Rootfs(i) => {
+                let step = cmd
                     .root
                     .as_ref()
                     .and_then(|r| crate::rootfs::plan(r).ok())
                     .and_then(|p| p.steps.get(usize::from(i)).map(|(_, what)| what.clone()))
-                    .unwrap_or_else(|| format!("step {i}")),
-                source,
-            },
-            ChildStage::User => PlatformError::Spawn {
-                op: "switch to the requested user and group",
-                source,
-            },
-            ChildStage::Capabilities => PlatformError::Spawn {
-                op: "set the requested capabilities",
-                source,
-            },
-            ChildStage::Gate => PlatformError::Spawn {
-                op: "wait for the start signal",
-                source,
-            },
-            ChildStage::ExtraFilter => PlatformError::Spawn {
-                op: "install the container's seccomp filter",
-                source,
-            },
-            ChildStage::Sysctl(i) => PlatformError::Sysctl {
-                name: cmd
+                    .unwrap_or_else(|| format!("step {i}"));
+                return PlatformError::Rootfs { step, source };
+            }
+            ChildStage::Sysctl(i) => {
+                let name = cmd
                     .sysctls
                     .get(usize::from(i))
                     .map(|(k, _)| k.clone())
-                    .unwrap_or_else(|| format!("number {i}")),
-                source,
-            },
-            ChildStage::Terminal => PlatformError::Spawn {
-                op: "make the terminal (open /dev/ptmx in the guest's root, make the slave \
-                     its controlling terminal, send the master)",
-                source,
-            },
-        }
+                    .unwrap_or_else(|| format!("number {i}"));
+                return PlatformError::Sysctl { name, source };
+            }
+            ChildStage::Chdir => "chdir",
+            ChildStage::Handshake => "handshake",
+            ChildStage::Isolate => "set up the pid namespace (mount namespace, /proc)",
+            ChildStage::User => "switch to the requested user and group",
+            ChildStage::Capabilities => "set the requested capabilities",
+            ChildStage::Gate => "wait for the start signal",
+            ChildStage::ExtraFilter => "install the container's seccomp filter",
+            ChildStage::Terminal => {
+                "make the terminal (open /dev/ptmx in the guest's root, make the slave \
+                 its controlling terminal, send the master)"
+            }
+        };
+        PlatformError::Spawn { op, source }
     }
 }
 
