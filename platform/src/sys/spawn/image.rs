@@ -416,4 +416,105 @@ mod tests {
         };
         assert!(extra_program(&long).is_err());
     }
+
+    fn command(pid_ns: bool) -> GuestCommand {
+        GuestCommand {
+            program: "/bin/true".into(),
+            argv: vec!["true".into()],
+            env: Vec::new(),
+            cwd: None,
+            nofile_soft: None,
+            pid_ns,
+            synthetic_files: Vec::new(),
+            root: None,
+            user: None,
+            user_ns: None,
+            namespaces: Vec::new(),
+            sysctls: Vec::new(),
+            groups: Vec::new(),
+            capabilities: None,
+            start_gate: None,
+            join_mount_ns: None,
+            extra_filters: Vec::new(),
+            terminal: None,
+        }
+    }
+
+    fn map() -> IdMap {
+        let line = crate::IdRange {
+            inside: 0,
+            outside: 100_000,
+            count: 65536,
+        };
+        IdMap {
+            uid: vec![line],
+            gid: vec![line],
+        }
+    }
+
+    #[test]
+    fn a_user_namespace_goes_with_the_namespaces_it_needs() {
+        // A new one: with a pid namespace, its maps as the parent writes them.
+        let mut cmd = command(true);
+        cmd.user_ns = Some(UserNamespace::New(map()));
+        cmd.namespaces = vec![crate::Namespace::Net, crate::Namespace::Uts];
+        let (new, join) = user_namespace(&cmd).expect("accepted");
+        let text = "0 100000 65536\n".to_owned();
+        assert_eq!(new, Some((text.clone(), text)));
+        assert_eq!(join, None);
+        // Not without a pid namespace, nor with a map the kernel would refuse.
+        cmd.pid_ns = false;
+        assert!(user_namespace(&cmd).is_err());
+        let mut bad = map();
+        bad.gid[0].count = 0;
+        let mut cmd = command(true);
+        cmd.user_ns = Some(UserNamespace::New(bad));
+        assert!(user_namespace(&cmd).is_err());
+        // New namespaces only inside a user namespace of the guest's own.
+        let mut cmd = command(true);
+        cmd.namespaces = vec![crate::Namespace::Ipc];
+        assert!(user_namespace(&cmd).is_err());
+        // Joining goes with a mount namespace to join, without a pid namespace.
+        let mut cmd = command(false);
+        cmd.user_ns = Some(UserNamespace::Join(7));
+        assert!(user_namespace(&cmd).is_err());
+        cmd.join_mount_ns = Some(8);
+        assert_eq!(user_namespace(&cmd).expect("accepted"), (None, Some(7)));
+        cmd.pid_ns = true;
+        assert!(user_namespace(&cmd).is_err());
+        // compatrun's own (an ordinary user's) is entered before the fork, not here.
+        let mut cmd = command(false);
+        cmd.user_ns = Some(UserNamespace::Enter(map()));
+        assert_eq!(user_namespace(&cmd).expect("accepted"), (None, None));
+    }
+
+    #[test]
+    fn sysctl_names_stay_below_proc_sys() {
+        let mut cmd = command(true);
+        cmd.sysctls = vec![("net.ipv4.ip_forward".into(), "1".into())];
+        let files = sysctls(&cmd).expect("accepted");
+        assert_eq!(
+            files,
+            vec![(
+                CString::new("/proc/sys/net/ipv4/ip_forward").expect("path"),
+                b"1".to_vec()
+            )]
+        );
+        for bad in [
+            "",
+            "net..ipv4",
+            "../../etc/passwd",
+            "net/../../x",
+            "kernel.",
+        ] {
+            cmd.sysctls = vec![(bad.into(), "1".into())];
+            assert!(sysctls(&cmd).is_err(), "{bad:?}");
+        }
+        let mut cmd = command(false);
+        cmd.sysctls = vec![("kernel.shmmni".into(), "1".into())];
+        assert!(
+            sysctls(&cmd).is_err(),
+            "sysctls need the guest's own pid namespace"
+        );
+    }
 }
