@@ -351,7 +351,22 @@ fn bad_id_maps_are_refused_naming_the_field() {
             "linux.uidMappings and linux.gidMappings need a user namespace",
         ),
     ];
-    for (name, uid, gid, with_user, message) in cases {
+    for (name, uid, gid, with_user, message) in cases.into_iter().chain([
+        (
+            "unmapped-uid",
+            serde_json::json!([line(0, HOST_ID, 1000)]),
+            good.clone(),
+            true,
+            "process.user.uid 5000 is not mapped by linux.uidMappings",
+        ),
+        (
+            "unmapped-gid",
+            good.clone(),
+            serde_json::json!([line(0, HOST_ID, 1000)]),
+            true,
+            "process.user: gid 7000 is not mapped by linux.gidMappings",
+        ),
+    ]) {
         let b = bundle(&base.join(name), &["true"], "host");
         edit_config(&b, |c| {
             if with_user {
@@ -362,6 +377,10 @@ fn bad_id_maps_are_refused_naming_the_field() {
             }
             c["linux"]["uidMappings"] = uid;
             c["linux"]["gidMappings"] = gid;
+            if name.starts_with("unmapped") {
+                c["process"]["user"] =
+                    serde_json::json!({"uid": 5000, "gid": 10, "additionalGids": [7000]});
+            }
         });
         let out = oci(
             &root,

@@ -59,6 +59,23 @@ pub fn id_map(linux: &Linux, user: bool) -> anyhow::Result<Option<IdMap>> {
     Ok(Some(map))
 }
 
+/// `process.user`'s ids are taken inside the namespace: each must be mapped.
+pub fn check_user(map: &IdMap, user: &oci_spec::runtime::User) -> anyhow::Result<()> {
+    if IdMap::outside_of(&map.uid, user.uid()).is_none() {
+        bail!(
+            "process.user.uid {} is not mapped by linux.uidMappings",
+            user.uid()
+        );
+    }
+    let gids = std::iter::once(user.gid()).chain(user.additional_gids().iter().flatten().copied());
+    for gid in gids {
+        if IdMap::outside_of(&map.gid, gid).is_none() {
+            bail!("process.user: gid {gid} is not mapped by linux.gidMappings");
+        }
+    }
+    Ok(())
+}
+
 /// The platform's name for a namespace the init makes.
 fn platform_ns(t: LinuxNamespaceType) -> Option<Namespace> {
     Some(match t {
