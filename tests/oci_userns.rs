@@ -21,16 +21,34 @@ use common::{is_root, platform, run_cmd, skip};
 const HOST_ID: u32 = 100_000;
 
 /// The test's directory: below /tmp, which every id may traverse (the mapped root must
-/// reach the tree and the bound directory), and per platform and process.
-fn base(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "compatrun-{name}-{}-{}",
-        platform(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    dir
+/// reach the tree and the bound directory), per platform and process, and removed when
+/// the test ends, passed or not.
+struct Base(PathBuf);
+
+impl Base {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "compatrun-{name}-{}-{}",
+            platform(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        Base(dir)
+    }
+}
+
+impl std::ops::Deref for Base {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Base {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A busybox bundle running `script` in a user namespace that maps 0..65536 to
@@ -106,7 +124,7 @@ fn a_container_runs_in_its_own_user_namespace() {
             "an OCI runtime needs root (namespaces, cgroups, mounts)",
         );
     }
-    let base = base("userns");
+    let base = Base::new("userns");
     let shared = base.join("shared");
     std::fs::create_dir_all(&shared).expect("mkdir");
     let root = base.join("state");
@@ -206,7 +224,6 @@ fn a_container_runs_in_its_own_user_namespace() {
         !mounts.contains(base.to_str().expect("utf8")),
         "mounts left: {mounts}"
     );
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 /// The supervisor's pid (`create`'s `--pid-file` value) from the state record.
@@ -224,7 +241,7 @@ fn a_user_namespace_looks_as_under_runc() {
     if !is_root() {
         return skip(test, "an OCI runtime needs root");
     }
-    let base = base("userns-runc");
+    let base = Base::new("userns-runc");
     let shared = base.join("shared");
     std::fs::create_dir_all(&shared).expect("mkdir");
     let b = userns_bundle(&base.join("bundle"), PROBE, &shared);
@@ -236,7 +253,6 @@ fn a_user_namespace_looks_as_under_runc() {
     assert_eq!(ours.out(), probe_expected());
     let runc = Path::new("/usr/sbin/runc");
     if !runc.exists() {
-        let _ = std::fs::remove_dir_all(&base);
         return skip(
             test,
             "/usr/sbin/runc is missing (scripts/test-deps.sh installs it): no comparison",
@@ -252,7 +268,6 @@ fn a_user_namespace_looks_as_under_runc() {
     let theirs = run_cmd(cmd, None);
     assert_eq!(theirs.status, 0, "runc run: {}", theirs.err());
     assert_eq!(ours.out(), theirs.out(), "compatrun and runc differ");
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -264,7 +279,7 @@ fn without_a_network_namespace_of_its_own_sys_is_the_hosts() {
     // In the host's network namespace the mapped root may not mount sysfs (runc 1.1.5
     // fails such a config with EPERM): compatrun binds the host's /sys, read-only as the
     // config's mount asks.
-    let base = base("userns-sys");
+    let base = Base::new("userns-sys");
     let shared = base.join("shared");
     std::fs::create_dir_all(&shared).expect("mkdir");
     let b = userns_bundle(
@@ -299,7 +314,6 @@ fn without_a_network_namespace_of_its_own_sys_is_the_hosts() {
     let dash = f.iter().position(|x| *x == "-").expect("separator");
     assert_eq!(f.get(dash + 1), Some(&"sysfs"), "{text}");
     assert!(f[5].split(',').any(|o| o == "ro"), "{text}");
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -308,7 +322,7 @@ fn bad_id_maps_are_refused_naming_the_field() {
     if !is_root() {
         return skip(test, "an OCI runtime needs root");
     }
-    let base = base("userns-bad");
+    let base = Base::new("userns-bad");
     let root = base.join("state");
     let user = serde_json::json!({"type": "user"});
     let line =
@@ -447,5 +461,4 @@ fn bad_id_maps_are_refused_naming_the_field() {
         "{}",
         out.err()
     );
-    let _ = std::fs::remove_dir_all(&base);
 }
