@@ -134,6 +134,16 @@ fn a_container_runs_in_its_own_user_namespace() {
          cat /tmp/p/sys/kernel/osrelease; touch /mnt/shared/made; echo ready; exec sleep 1000"
     );
     let b = userns_bundle(&base.join("bundle"), &script, &shared);
+    // A createContainer hook (the host's static busybox, exec'd inside) runs in the user
+    // namespace as its root, as under runc: what it writes is the container's.
+    if Path::new("/bin/busybox").exists() {
+        edit_config(&b, |c| {
+            c["hooks"] = serde_json::json!({"createContainer": [{
+                "path": "/bin/busybox",
+                "args": ["busybox", "sh", "-c", "id -u > /tmp/hook; hostname >> /tmp/hook"]
+            }]});
+        });
+    }
     let host_shmmni = host_file("/proc/sys/kernel/shmmni");
     let host_ttl = host_file("/proc/sys/net/ipv4/ip_default_ttl");
     let log = base.join("container.log");
@@ -184,6 +194,12 @@ fn a_container_runs_in_its_own_user_namespace() {
     assert_eq!(host_file("/proc/sys/net/ipv4/ip_default_ttl"), host_ttl);
     let made = std::fs::metadata(shared.join("made")).expect("the container's file");
     assert_eq!((made.uid(), made.gid()), (HOST_ID, HOST_ID));
+    if Path::new("/bin/busybox").exists() {
+        let hook = b.join("rootfs/tmp/hook");
+        assert_eq!(host_file(hook.to_str().expect("utf8")), "0\nuserns-box\n");
+        let meta = std::fs::metadata(&hook).expect("the hook's file");
+        assert_eq!((meta.uid(), meta.gid()), (HOST_ID, HOST_ID));
+    }
     // The supervisor is outside the user namespace, in the container's network one
     // (where engines set up the network through its pid).
     let ns = |pid: &str, name: &str| std::fs::read_link(format!("/proc/{pid}/ns/{name}")).ok();

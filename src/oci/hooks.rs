@@ -1,8 +1,9 @@
 //! The hooks that run in the container's namespaces: createContainer (its path resolved
 //! in the runtime's mount namespace, as the spec says, and exec'd from a descriptor) and
 //! startContainer (its path resolved in the container). Each runs through a fresh
-//! `compatrun oci _hook` (single-threaded, as joining a mount namespace needs) that joins
-//! the container's cgroup, IPC, UTS, network and mount namespaces, then execs the hook
+//! `compatrun oci _hook` (single-threaded, as joining a mount or user namespace needs)
+//! that joins the container's user namespace if it has one of its own (as its root), its
+//! cgroup, IPC, UTS, network and mount namespaces, then execs the hook
 //! in its own place, so its pid, stdin (the state) and exit status are the hook's. The
 //! container's pid namespace is not joined: a process cannot move itself into one.
 
@@ -39,6 +40,26 @@ fn cstrings(v: &[String], what: &str) -> anyhow::Result<Vec<CString>> {
         .collect()
 }
 
+/// A container with a user namespace of its own: the hook joins it first and becomes its
+/// root (as runc runs these hooks, from the container's side), so that what it makes
+/// there is owned by the container's ids and its rights are the container root's.
+fn join_user_namespace(pid: i32, what: &str) -> anyhow::Result<()> {
+    let theirs = format!("/proc/{pid}/ns/user");
+    if std::fs::read_link(&theirs).ok() == std::fs::read_link("/proc/self/ns/user").ok() {
+        return Ok(());
+    }
+    let f = std::fs::File::open(&theirs)
+        .with_context(|| format!("{what}: the container's user namespace"))?;
+    nix::sched::setns(f, CloneFlags::CLONE_NEWUSER)
+        .with_context(|| format!("{what}: join the container's user namespace"))?;
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setgroups(&[])
+        .and_then(|()| nix::unistd::setresgid(root_gid, root_gid, root_gid))
+        .and_then(|()| nix::unistd::setresuid(root_uid, root_uid, root_uid))
+        .with_context(|| format!("{what}: become the user namespace's root"))
+}
+
 /// `_hook`: joins the namespaces of `pid` and execs the hook; returns only on failure.
 pub fn exec_inside(pid: i32, kind: &str, hook: &str) -> anyhow::Result<()> {
     let h: serde_json::Value = serde_json::from_str(hook).context("the hook's JSON")?;
@@ -54,6 +75,9 @@ pub fn exec_inside(pid: i32, kind: &str, hook: &str) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Every namespace is opened first, with our own rights: as the root of the
+    // container's user namespace we could no longer open its process's /proc files.
+    let mut joins = Vec::new();
     for (name, flag) in [
         ("cgroup", CloneFlags::CLONE_NEWCGROUP),
         ("ipc", CloneFlags::CLONE_NEWIPC),
@@ -68,6 +92,10 @@ pub fn exec_inside(pid: i32, kind: &str, hook: &str) -> anyhow::Result<()> {
         }
         let f = std::fs::File::open(&theirs)
             .with_context(|| format!("{what}: the container's {name} namespace"))?;
+        joins.push((name, f, flag));
+    }
+    join_user_namespace(pid, &what)?;
+    for (name, f, flag) in joins {
         nix::sched::setns(f, flag)
             .with_context(|| format!("{what}: join the container's {name} namespace"))?;
     }
