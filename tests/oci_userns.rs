@@ -20,14 +20,28 @@ use common::{is_root, platform, run_cmd, skip};
 /// The host ids the container's 0..65536 are.
 const HOST_ID: u32 = 100_000;
 
-/// The test's directory: below /tmp, which every id may traverse (the mapped root must
-/// reach the tree and the bound directory), per platform and process, and removed when
-/// the test ends, passed or not.
+/// The test's directory, where every id may search each directory on the way (the
+/// mapped root must reach the tree and the bound directory): the suite's scratch
+/// directory if so (a checkout below a private home is not), else the system's temporary
+/// directory; per platform and process, and removed when the test ends, passed or not.
 struct Base(PathBuf);
+
+/// Whether every id may search `dir` and each directory above it.
+fn searchable(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors()
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
 
 impl Base {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
+        let scratch = common::scratch_dir();
+        let parent = if searchable(&scratch) {
+            scratch
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = parent.join(format!(
             "compatrun-{name}-{}-{}",
             platform(),
             std::process::id()
