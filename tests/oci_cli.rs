@@ -449,6 +449,8 @@ fn run_in_the_foreground_passes_signals_on() {
             cmd.arg("--root").arg(&root).args(args);
             cmd
         };
+        // What an interrupted earlier run may have left.
+        let _ = command(&["delete", "--force", &id]).stdin(Stdio::null()).output();
         let mut run = command(&["run", "--bundle"]);
         run.arg(&b).arg(&id);
         let mut live = common::live::Live::spawn(run);

@@ -274,6 +274,14 @@ pub fn run(
         None => (None, None),
     };
     let mut child = create(g, id, bundle, pid_file, console)?;
+    // In the foreground, as runc's run: signals sent to us go to the container's
+    // process (SIGTERM to `run` ends the container's program, not just this command),
+    // from before its program starts.
+    let forwarding = if detach {
+        None
+    } else {
+        forward_signals_to(g, id)
+    };
     let started = proxied
         .map(|s| super::console::recv_master(&s).and_then(super::console::Proxy::start))
         .transpose()
@@ -281,6 +289,7 @@ pub fn run(
     let proxy = match started {
         Ok(p) => p,
         Err(e) => {
+            platform::sys::signals::clear_target();
             let _ = delete(g, id, true);
             let _ = child.wait();
             return Err(e);
@@ -289,9 +298,6 @@ pub fn run(
     if detach {
         return Ok(0);
     }
-    // In the foreground, as runc's run: signals sent to us go to the container's
-    // process (SIGTERM to `run` ends the container's program, not just this command).
-    let forwarding = forward_signals_to(g, id);
     let status = child.wait()?;
     platform::sys::signals::clear_target();
     drop(forwarding);
