@@ -80,6 +80,11 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
     if let Some(t) = &ctx.image.terminal {
         super::terminal::take_terminal(ctx, t);
     }
+    // Without capabilities given, a switch to a non-root user keeps the permitted set
+    // only until the filters are in (then every capability goes, as setuid would have
+    // dropped them), so that they need no no_new_privs.
+    let keep_for_filters =
+        ctx.image.caps.is_none() && matches!(ctx.image.user, Some((uid, _)) if uid != 0);
     // SAFETY: as above.
     unsafe {
         let mut dropped_privileges = false;
@@ -98,6 +103,10 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
                 ctx.fail(ChildStage::Capabilities, errno(), 125);
             }
         }
+        if keep_for_filters {
+            // A refusal only means no_new_privs below.
+            libc::prctl(libc::PR_SET_KEEPCAPS, 1u64, 0u64, 0u64, 0u64);
+        }
         if let Some((uid, gid)) = ctx.image.user {
             let one = [gid];
             let groups: &[libc::gid_t] = if ctx.image.groups.is_empty() {
@@ -111,11 +120,10 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
             {
                 ctx.fail(ChildStage::User, errno(), 125);
             }
-            // A non-root user keeps CAP_SYS_ADMIN in its permitted set only with
-            // capabilities given (KEEPCAPS above); raised, the filters need no
-            // no_new_privs, which would stop setuid programs (su, ping) in the guest.
-            dropped_privileges =
-                uid != 0 && !(ctx.image.caps.is_some() && super::caps::raise_sys_admin());
+            // KEEPCAPS (above) kept the permitted set: with CAP_SYS_ADMIN raised again,
+            // the filters need no no_new_privs, which would stop setuid programs (su,
+            // ping) in the guest.
+            dropped_privileges = uid != 0 && !super::caps::raise_sys_admin();
         }
         if let Some(cwd) = &ctx.image.cwd {
             if libc::chdir(cwd.as_ptr()) != 0 {
@@ -170,6 +178,12 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
     }
     if let Some(caps) = &ctx.image.caps {
         set_capabilities(ctx, caps);
+    } else if keep_for_filters {
+        if let Err(e) = super::caps::set(0, 0, 0) {
+            ctx.fail(ChildStage::Capabilities, e, 125);
+        }
+        // SAFETY: prctl takes only numbers.
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0u64, 0u64, 0u64, 0u64) };
     }
     if let Some(fd) = ctx.image.gate {
         let mut byte = 0u8;
