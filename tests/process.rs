@@ -514,3 +514,37 @@ fn real_time_signals_are_delivered_caught_and_reported() {
     let (n, _) = compare("host", &["python3", "-c", setxid]);
     assert_eq!(n.out(), "ok\n");
 }
+
+/// `--user` to a non-root user (as root): the guest has what `setpriv --reuid --regid`
+/// gives natively, no capabilities and no no_new_privs (so set-user-ID programs keep
+/// their privileges), though compatrun installed its filter on the way.
+#[test]
+fn a_switch_of_user_leaves_no_capabilities_and_no_no_new_privs() {
+    let test = "a_switch_of_user_leaves_no_capabilities_and_no_no_new_privs";
+    if !common::is_root() {
+        return skip(test, "switching users needs root");
+    }
+    if !common::have("setpriv") {
+        return skip(test, "setpriv (util-linux) is missing");
+    }
+    let script = "grep -E '^(Uid|Gid|CapInh|CapPrm|CapEff|CapAmb|NoNewPrivs):' /proc/self/status";
+    let mut native = std::process::Command::new("setpriv");
+    native.args([
+        "--reuid",
+        "1000",
+        "--regid",
+        "1000",
+        "--clear-groups",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let n = run_cmd(native, None);
+    assert_eq!(n.status, 0, "setpriv: {}", n.err());
+    assert!(n.out().contains("NoNewPrivs:\t0\n"), "{}", n.out());
+    let g = run_cmd(
+        common::under_with("2.6", &["--user", "1000:1000"], &["sh", "-c", script]),
+        None,
+    );
+    assert_eq!((g.status, g.out()), (0, n.out()), "{}", g.err());
+}
