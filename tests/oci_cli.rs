@@ -364,7 +364,7 @@ fn a_non_root_user_gets_no_new_privs_only_when_asked() {
     let root = base.join("state");
     let id = format!("nnp-{}", platform());
     // (Seccomp: differs by design: compatrun's filter is always there.)
-    let script = "grep -E '^(Uid|Gid|CapEff|CapPrm|NoNewPrivs):' /proc/self/status";
+    let script = "grep -E '^(Uid|Gid|Groups|CapEff|CapPrm|NoNewPrivs):' /proc/self/status";
     for nnp in [false, true] {
         let b = bundle(
             &base.join("bundle"),
@@ -450,7 +450,9 @@ fn run_in_the_foreground_passes_signals_on() {
             cmd
         };
         // What an interrupted earlier run may have left.
-        let _ = command(&["delete", "--force", &id]).stdin(Stdio::null()).output();
+        let _ = command(&["delete", "--force", &id])
+            .stdin(Stdio::null())
+            .output();
         let mut run = command(&["run", "--bundle"]);
         run.arg(&b).arg(&id);
         let mut live = common::live::Live::spawn(run);

@@ -42,9 +42,10 @@ pub struct GuestCommand {
     /// has made those namespaces, as their root (in a user namespace of the guest's own,
     /// only its root may write some of them: `kernel.shm*`); only with `pid_ns`.
     pub sysctls: Vec<(String, String)>,
-    /// Supplementary groups of the guest's first process when it switches `user`
-    /// (empty: only the group itself).
-    pub groups: Vec<u32>,
+    /// Supplementary groups of the guest's first process when it switches `user`:
+    /// exactly these (an OCI `additionalGids`, possibly none), or with `None` the
+    /// group itself alone.
+    pub groups: Option<Vec<u32>>,
     /// The capabilities the guest keeps (as root); `None` leaves them as they are.
     pub capabilities: Option<CapSets>,
     /// A descriptor the guest's first process reads one byte from, after its filter is

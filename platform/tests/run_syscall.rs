@@ -67,7 +67,7 @@ fn command(script: &str) -> GuestCommand {
         user_ns: None,
         namespaces: Vec::new(),
         sysctls: Vec::new(),
-        groups: Vec::new(),
+        groups: None,
         capabilities: None,
         start_gate: None,
         join_mount_ns: None,

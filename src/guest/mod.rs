@@ -40,7 +40,7 @@ pub struct GuestBuilder {
     nofile_soft: Option<u64>,
     pid_ns: bool,
     root: Option<RootFs>,
-    groups: Vec<u32>,
+    groups: Option<Vec<u32>>,
     capabilities: Option<platform::CapSets>,
     start_gate: Option<std::os::fd::RawFd>,
     join: Option<(std::os::fd::RawFd, PathBuf)>,
@@ -120,9 +120,10 @@ impl GuestBuilder {
         self
     }
 
-    /// Supplementary groups (with a user).
+    /// Exactly these supplementary groups (with a user; none given: the user's group
+    /// alone).
     pub fn groups(mut self, groups: Vec<u32>) -> Self {
-        self.groups = groups;
+        self.groups = Some(groups);
         self
     }
 

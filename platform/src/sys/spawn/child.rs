@@ -109,11 +109,7 @@ pub(super) fn child_main(ctx: &ChildCtx<'_>) -> ! {
         }
         if let Some((uid, gid)) = ctx.image.user {
             let one = [gid];
-            let groups: &[libc::gid_t] = if ctx.image.groups.is_empty() {
-                &one
-            } else {
-                &ctx.image.groups
-            };
+            let groups: &[libc::gid_t] = ctx.image.groups.as_deref().unwrap_or(&one);
             if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                 || libc::setresgid(gid, gid, gid) != 0
                 || libc::setresuid(uid, uid, uid) != 0

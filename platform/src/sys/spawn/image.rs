@@ -47,8 +47,8 @@ pub struct ChildImage {
     /// The allow-list the pid namespace's init puts itself under once the guest runs
     /// (`filter::allow::init_lockdown`).
     pub(super) init_filter: Vec<Insn>,
-    /// Its supplementary groups (with `user`; empty: the group alone).
-    pub(super) groups: Vec<libc::gid_t>,
+    /// Its supplementary groups (with `user`; `None`: the group alone).
+    pub(super) groups: Option<Vec<libc::gid_t>>,
     /// The capabilities it keeps.
     pub(super) caps: Option<crate::CapSets>,
     /// The descriptor it waits on before its exec.
@@ -431,7 +431,7 @@ mod tests {
             user_ns: None,
             namespaces: Vec::new(),
             sysctls: Vec::new(),
-            groups: Vec::new(),
+            groups: None,
             capabilities: None,
             start_gate: None,
             join_mount_ns: None,
