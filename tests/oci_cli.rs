@@ -476,3 +476,70 @@ fn run_in_the_foreground_passes_signals_on() {
     }
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `linux.maskedPaths` naming paths of the container's own tree (a directory with
+/// files, a file, paths below the masked directory): hidden as under runc (an empty
+/// directory, an empty file), judged in the tree rather than on the host.
+#[test]
+fn masked_paths_in_the_tree_are_hidden_as_under_runc() {
+    let test = "masked_paths_in_the_tree_are_hidden_as_under_runc";
+    if !is_root() {
+        return skip(test, "an OCI runtime needs root (namespaces, mounts)");
+    }
+    let base = common::scratch_dir().join(format!("oci-cli-masked-{}", platform()));
+    let id = format!("masked-{}", platform());
+    let script = "echo dir $(ls -A /masked-dir | wc -l); echo file $(cat /masked-file | wc -c); \
+                  echo below $(cat /masked-dir/sub/file 2>/dev/null | wc -c); echo end";
+    let b = bundle(
+        &base.join("bundle"),
+        &["sh", "-c", script],
+        serde_json::json!({}),
+    );
+    let rootfs = b.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("masked-dir/sub")).expect("mkdir");
+    std::fs::write(rootfs.join("masked-dir/sub/file"), "secret").expect("write");
+    std::fs::write(rootfs.join("masked-file"), "secret").expect("write");
+    common::oci::edit_config(&b, |c| {
+        c["linux"]["maskedPaths"] = serde_json::json!([
+            "/masked-dir",
+            "/masked-file",
+            "/masked-dir/sub/file",
+            "/absent"
+        ]);
+    });
+    let run = |runtime: &Path, state: &Path| {
+        let mut cmd = Command::new(runtime);
+        if runtime == compatrun_bin() {
+            cmd.arg("oci");
+        }
+        cmd.arg("--root")
+            .arg(state)
+            .args(["run", "--bundle"])
+            .arg(&b)
+            .arg(&id)
+            .stdin(Stdio::null());
+        run_cmd_within(cmd, None, LIMIT)
+    };
+    let ours = run(&compatrun_bin(), &base.join("state"));
+    assert_eq!(
+        (ours.status, ours.out().as_str()),
+        (0, "dir 0\nfile 0\nbelow 0\nend\n"),
+        "{}",
+        ours.err()
+    );
+    if common::have("runc") {
+        let theirs = run(Path::new("runc"), &base.join("runc-state"));
+        assert_eq!(
+            (ours.status, ours.out()),
+            (theirs.status, theirs.out()),
+            "runc: {}",
+            theirs.err()
+        );
+    } else {
+        skip(
+            test,
+            "runc is missing (scripts/test-deps.sh installs it): no comparison",
+        );
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -62,6 +62,14 @@ pub enum MountSpec {
         /// Where.
         dst: OsString,
     },
+    /// Hide what is at `dst` (an OCI `linux.maskedPaths` entry): a directory under an
+    /// empty read-only tmpfs, anything else under `/dev/null`; a `dst` that does not
+    /// exist is skipped. Judged where the guest will see it: in the tree, or on the host
+    /// below a file system the layout mounted (`/proc/kcore`).
+    Mask {
+        /// Where.
+        dst: OsString,
+    },
     /// `mount(NULL, dst, NULL, MS_REMOUNT | flags, NULL)`: changes the flags of the
     /// mount at `dst` (with `MS_BIND` in `flags`, of that bind alone).
     Remount {

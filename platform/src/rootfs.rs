@@ -299,6 +299,17 @@ impl Mounted {
 }
 
 /// `dst` (an absolute guest path) relative to the tree, with no `..`.
+/// Where to look at `dst` (`rel` in the tree) before the guest exists, for a spec that
+/// depends on what is there: below a file system the plan mounts, on the host (a fresh
+/// /proc or /sys has the host's entries); elsewhere in the tree.
+fn judged(mounted: &Mounted, tree: &Path, dst: &OsStr, rel: &Path) -> io::Result<PathBuf> {
+    if mounted.covers(rel) {
+        Ok(PathBuf::from(dst))
+    } else {
+        in_tree(tree, dst)
+    }
+}
+
 fn relative(dst: &OsStr) -> io::Result<PathBuf> {
     let path = Path::new(dst);
     if !path.is_absolute() {
@@ -379,6 +390,8 @@ pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
         tree.clone()
     };
     let mut mounted = Mounted::default();
+    // Directories a Mask hid: what lies below them is gone for later specs.
+    let mut masked: Vec<PathBuf> = Vec::new();
     for spec in &setup.layout {
         match spec {
             MountSpec::Fs {
@@ -441,14 +454,25 @@ pub(crate) fn plan(setup: &RootSetup) -> io::Result<Plan> {
                     format!("make {} read-only", Path::new(&rel).display()),
                 );
             }
+            MountSpec::Mask { dst } => {
+                let rel = relative(dst)?;
+                if masked.iter().any(|m| rel.starts_with(m)) {
+                    continue; // hidden already, under an earlier mask
+                }
+                let at = root.join(&rel);
+                let what = format!("mask {}", Path::new(dst).display());
+                match std::fs::metadata(judged(&mounted, &tree, dst, &rel)?) {
+                    Ok(m) if m.is_dir() => {
+                        p.mount_from("tmpfs", "tmpfs", &at, libc::MS_RDONLY, "size=0", &what)?;
+                        masked.push(rel);
+                    }
+                    Ok(_) => p.bind(Path::new("/dev/null"), &at, false, &what)?,
+                    Err(_) => {}
+                }
+            }
             MountSpec::ReadOnlyPath { dst } => {
                 let rel = relative(dst)?;
-                let exists = if mounted.covers(&rel) {
-                    Path::new(dst).exists()
-                } else {
-                    in_tree(&tree, dst)?.exists()
-                };
-                if exists {
+                if judged(&mounted, &tree, dst, &rel)?.exists() {
                     let at = root.join(&rel);
                     let what = format!("make {} read-only", Path::new(dst).display());
                     p.push(

@@ -185,25 +185,7 @@ pub fn layout(
         if !host.is_absolute() {
             bail!("linux.maskedPaths {p}: must be absolute");
         }
-        // Judged on the host: these lie below the container's fresh /proc and /sys.
-        match std::fs::metadata(host) {
-            Ok(m) if m.is_dir() => l.push(MountSpec::Fs {
-                fstype: "tmpfs".into(),
-                source: "tmpfs".into(),
-                dst: p.clone().into(),
-                flags: libc::MS_RDONLY,
-                data: "size=0".into(),
-                mode: 0o755,
-            }),
-            Ok(_) => l.push(MountSpec::Bind(BindSpec {
-                src: "/dev/null".into(),
-                dst: p.clone().into(),
-                read_only: false,
-                target: Target::Create,
-                what: format!("linux.maskedPaths: mask {p}"),
-            })),
-            Err(_) => {}
-        }
+        l.push(MountSpec::Mask { dst: p.into() });
     }
     for p in linux.readonly_paths().clone().unwrap_or_default() {
         if !Path::new(&p).is_absolute() {
