@@ -40,27 +40,12 @@ fn create_waits_start_releases_and_delete_leaves_nothing() {
     // The container's output goes where create's did: to a file here, as an engine's
     // log, so that nothing waits on a pipe the container holds.
     let log = base.join("container.log");
-    let status = Command::new(compatrun_bin())
-        .arg("oci")
-        .arg("--root")
-        .arg(&root)
-        .args([
-            "create",
-            "--bundle",
-            b.to_str().expect("utf8"),
-            "--pid-file",
-        ])
-        .arg(&pid_file)
-        .arg(&id)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&log).expect("log"))
-        .stderr(std::fs::File::create(base.join("create.err")).expect("log"))
-        .status()
-        .expect("run create");
-    assert!(
-        status.success(),
-        "create: {}",
-        std::fs::read_to_string(base.join("create.err")).unwrap_or_default()
+    common::oci::create(
+        &root,
+        &b,
+        &["--pid-file".as_ref(), pid_file.as_os_str()],
+        &id,
+        &log,
     );
     let st = state(&root, &id);
     assert_eq!(st["status"], "created", "{st}");

@@ -40,6 +40,24 @@ fn bundle(dir: &Path, args: &[&str], extra: serde_json::Value) -> PathBuf {
     b
 }
 
+/// `RUNTIME --root STATE ARGS...`: compatrun's `oci` command, or another runtime (runc)
+/// to compare with.
+fn runtime_cmd(runtime: &Path, state: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(runtime);
+    if runtime == compatrun_bin() {
+        cmd.arg("oci");
+    }
+    cmd.arg("--root").arg(state).args(args);
+    cmd
+}
+
+/// `RUNTIME --root STATE run --bundle B ID` with stdin closed, bounded in time.
+fn run_on(runtime: &Path, state: &Path, b: &Path, id: &str) -> Outcome {
+    let mut cmd = runtime_cmd(runtime, state, &["run", "--bundle"]);
+    cmd.arg(b).arg(id).stdin(Stdio::null());
+    run_cmd_within(cmd, None, LIMIT)
+}
+
 fn json(out: &Outcome, what: &str) -> serde_json::Value {
     assert_eq!(out.status, 0, "{what}: {}", out.err());
     serde_json::from_str(&out.out()).unwrap_or_else(|e| panic!("{what}: {e}: {}", out.out()))
@@ -375,19 +393,7 @@ fn a_non_root_user_gets_no_new_privs_only_when_asked() {
             c["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
             c["process"]["noNewPrivileges"] = nnp.into();
         });
-        let run = |runtime: &Path, state: &Path| {
-            let mut cmd = Command::new(runtime);
-            if runtime == compatrun_bin() {
-                cmd.arg("oci");
-            }
-            cmd.arg("--root")
-                .arg(state)
-                .args(["run", "--bundle"])
-                .arg(&b)
-                .arg(&id)
-                .stdin(Stdio::null());
-            run_cmd_within(cmd, None, LIMIT)
-        };
+        let run = |runtime: &Path, state: &Path| run_on(runtime, state, &b, &id);
         let ours = run(&compatrun_bin(), &root);
         assert_eq!(ours.status, 0, "nnp {nnp}: {}", ours.err());
         let out = ours.out();
@@ -441,14 +447,7 @@ fn run_in_the_foreground_passes_signals_on() {
         );
     }
     for (runtime, root) in runtimes {
-        let command = |args: &[&str]| {
-            let mut cmd = Command::new(&runtime);
-            if runtime == compatrun_bin() {
-                cmd.arg("oci");
-            }
-            cmd.arg("--root").arg(&root).args(args);
-            cmd
-        };
+        let command = |args: &[&str]| runtime_cmd(&runtime, &root, args);
         // What an interrupted earlier run may have left.
         let _ = command(&["delete", "--force", &id])
             .stdin(Stdio::null())
@@ -507,19 +506,7 @@ fn masked_paths_in_the_tree_are_hidden_as_under_runc() {
             "/absent"
         ]);
     });
-    let run = |runtime: &Path, state: &Path| {
-        let mut cmd = Command::new(runtime);
-        if runtime == compatrun_bin() {
-            cmd.arg("oci");
-        }
-        cmd.arg("--root")
-            .arg(state)
-            .args(["run", "--bundle"])
-            .arg(&b)
-            .arg(&id)
-            .stdin(Stdio::null());
-        run_cmd_within(cmd, None, LIMIT)
-    };
+    let run = |runtime: &Path, state: &Path| run_on(runtime, state, &b, &id);
     let ours = run(&compatrun_bin(), &base.join("state"));
     assert_eq!(
         (ours.status, ours.out().as_str()),

@@ -161,21 +161,7 @@ fn a_container_runs_in_its_own_user_namespace() {
     let host_shmmni = host_file("/proc/sys/kernel/shmmni");
     let host_ttl = host_file("/proc/sys/net/ipv4/ip_default_ttl");
     let log = base.join("container.log");
-    let status = Command::new(common::compatrun_bin())
-        .arg("oci")
-        .arg("--root")
-        .arg(&root)
-        .args(["create", "--bundle", b.to_str().expect("utf8"), &id])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&log).expect("log"))
-        .stderr(std::fs::File::create(base.join("create.err")).expect("log"))
-        .status()
-        .expect("run create");
-    assert!(
-        status.success(),
-        "create: {}",
-        std::fs::read_to_string(base.join("create.err")).unwrap_or_default()
-    );
+    common::oci::create(&root, &b, &[], &id, &log);
     let st = state(&root, &id);
     let pid = st["pid"].as_i64().expect("pid");
     let out = oci(&root, &["start", &id]);

@@ -137,3 +137,28 @@ pub fn import(tree: &Path, name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `compatrun oci --root ROOT create --bundle B [EXTRA...] ID`, asserting success; the
+/// container's output goes to `log` (as an engine's log: nothing waits on a pipe the
+/// container holds), create's errors to `log` with `.err` added.
+pub fn create(root: &Path, b: &Path, extra: &[&std::ffi::OsStr], id: &str, log: &Path) {
+    let err_log = log.with_extension("err");
+    let status = Command::new(compatrun_bin())
+        .arg("oci")
+        .arg("--root")
+        .arg(root)
+        .args(["create", "--bundle"])
+        .arg(b)
+        .args(extra)
+        .arg(id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(log).expect("log"))
+        .stderr(std::fs::File::create(&err_log).expect("log"))
+        .status()
+        .expect("run create");
+    assert!(
+        status.success(),
+        "create: {}",
+        std::fs::read_to_string(&err_log).unwrap_or_default()
+    );
+}
