@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use crate::elf::{self, u16_at, u32_at, u64_at};
 use crate::version::KernelVersion;
 
-/// What one loader file requires: `Some(min)` if it checks and needs more than nothing.
+/// What one loader file requires: `Some(min)` if it checks and needs more than the
+/// persona (`None` also where it needs no more, checking or not).
 type Verdict = Option<KernelVersion>;
 
 /// Remembers loaders already examined and processes that may stop for this reason.
@@ -150,14 +151,16 @@ pub fn carries_check(data: &[u8]) -> bool {
     memchr::memmem::find(data, MESSAGE).is_some()
 }
 
-fn examine(path: &std::path::Path, root: &std::path::Path) -> Verdict {
-    let data = std::fs::read(path).ok()?;
-    if !carries_check(&data) {
-        return None; // glibc 2.35+ (or not glibc): no check
-    }
-    abi_tag(&data).or_else(|| {
+/// The minimum kernel `path`'s loader (or static program) will insist on, if it exceeds
+/// `persona` and the loader checks at all. The minimum comes first, from the ABI tag in
+/// the first pages of the loader or of its C library; only a minimum above the persona
+/// needs the whole loader searched for the check (a static program is megabytes, and
+/// under an emulated CPU reading it at every new program was a visible part of a run).
+fn examine(path: &std::path::Path, root: &std::path::Path, persona: KernelVersion) -> Verdict {
+    let head = read_head(path, 64 * 1024)?;
+    let min = abi_tag(&head).or_else(|| {
         // Same ELF class as the loader.
-        let class = data.get(4).copied();
+        let class = head.get(4).copied();
         LIBC_PATHS.iter().find_map(|p| {
             let path = resolve_in_root(root, std::path::Path::new(p))?;
             let head = read_head(&path, 64 * 1024)?;
@@ -168,7 +171,12 @@ fn examine(path: &std::path::Path, root: &std::path::Path) -> Verdict {
             // is read whole.
             abi_tag(&head).or_else(|| abi_tag(&std::fs::read(&path).ok()?))
         })
-    })
+    })?;
+    if min <= persona {
+        return None; // nothing to refuse, whether it checks or not
+    }
+    // glibc 2.35+ (or not glibc) has no check.
+    carries_check(&std::fs::read(path).ok()?).then_some(min)
 }
 
 /// Up to the first `len` bytes of the file at `path`.
@@ -234,7 +242,7 @@ impl TooOld {
         let verdict = *self
             .seen
             .entry(key)
-            .or_insert_with(|| examine(&loader, &root));
+            .or_insert_with(|| examine(&loader, &root, persona));
         if let Some(min) = verdict {
             if min > persona {
                 self.at_risk.insert(tid, (shown, min));
