@@ -376,9 +376,9 @@ pub fn translate(
     if hostname.is_some() && !uts {
         bail!("hostname needs a uts namespace in linux.namespaces");
     }
-    let user_ns = super::userns::id_map(&linux, user_ns)?;
+    let user_ns = super::idmap::id_map(&linux, user_ns)?;
     if let Some(map) = &user_ns {
-        super::userns::check_user(map, user)?;
+        super::idmap::check_user(map, user)?;
     }
     // In a user namespace the kernel mounts sysfs only with a network namespace that
     // namespace owns: otherwise the host's /sys is bound (Debian's runc 1.1.5 fails

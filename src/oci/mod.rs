@@ -13,6 +13,7 @@ mod console;
 mod enosys;
 mod exec;
 mod hooks;
+mod idmap;
 mod lifecycle;
 mod mounts;
 mod pause;
