@@ -93,6 +93,16 @@ fn read_until(master: &mut std::fs::File, seen: &mut String, pattern: &str) {
     );
 }
 
+/// A busybox bundle under `base` whose process is `sh -c SCRIPT` with a terminal (see
+/// [`terminal_process`]), under `persona`.
+fn tty_bundle(base: &Path, persona: &str, script: &str) -> PathBuf {
+    let b = bundle(&base.join("bundle"), &["true"], persona);
+    edit_config(&b, |c| {
+        terminal_process(&mut c["process"], &["sh", "-c", script])
+    });
+    b
+}
+
 /// A config.json `process` with a terminal of 37 rows and 101 columns.
 fn terminal_process(process: &mut serde_json::Value, args: &[&str]) {
     process["args"] = serde_json::json!(args);
@@ -129,17 +139,7 @@ fn console_socket_gets_the_containers_terminal() {
     else {
         return;
     };
-    let b = bundle(&base.join("bundle"), &["true"], "rhel6");
-    edit_config(&b, |c| {
-        terminal_process(
-            &mut c["process"],
-            &[
-                "sh",
-                "-c",
-                "busybox tty; busybox stty size; uname -r; busybox stat -c 'console %t:%T' /dev/console; read line; echo \"got:$line\"; exec sleep 1000",
-            ],
-        );
-    });
+    let b = tty_bundle(&base, "rhel6", "busybox tty; busybox stty size; uname -r; busybox stat -c 'console %t:%T' /dev/console; read line; echo \"got:$line\"; exec sleep 1000");
     let sock = base.join("console.sock");
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).expect("bind the console socket");
@@ -267,17 +267,11 @@ fn run_in_the_foreground_proxies_the_terminal() {
     else {
         return;
     };
-    let b = bundle(&base.join("bundle"), &["true"], "rhel6");
-    edit_config(&b, |c| {
-        terminal_process(
-            &mut c["process"],
-            &[
-                "sh",
-                "-c",
-                "busybox tty; uname -r; read line; echo \"got:$line\"; exit 7",
-            ],
-        );
-    });
+    let b = tty_bundle(
+        &base,
+        "rhel6",
+        "busybox tty; uname -r; read line; echo \"got:$line\"; exit 7",
+    );
     // Keys come from our stdin (a pipe here), the screen goes to our stdout.
     let mut cmd = Command::new(compatrun_bin());
     cmd.arg("oci")
@@ -362,30 +356,28 @@ fn run_in_the_foreground_proxies_the_terminal() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
-/// Runs `argv` in a new pty through tests/fixtures/ptydrive.py, waiting for it to exit;
-/// returns the transcript (its last line says the exit status).
-fn drive(argv: &[String]) -> String {
-    let steps = common::scratch_dir().join(format!("{}.json", common::unique_marker("steps")));
-    std::fs::write(&steps, r#"[["wait_exit"]]"#).expect("steps");
+/// Runs `argv` in a new pty through tests/fixtures/ptydrive.py, taking `steps` (its
+/// JSON list) and waiting for it to exit; returns the transcript (its last line says
+/// the exit status).
+fn drive(steps: serde_json::Value, argv: &[std::ffi::OsString]) -> String {
+    let steps_file = common::scratch_dir().join(format!("{}.json", common::unique_marker("steps")));
+    std::fs::write(&steps_file, steps.to_string()).expect("steps");
     let mut cmd = Command::new("python3");
     cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ptydrive.py"))
-        .arg(&steps)
+        .arg(&steps_file)
         .arg("--")
         .args(argv)
         .env("PTYDRIVE_TIMEOUT", "60");
     let out = run_cmd(cmd, None);
-    let _ = std::fs::remove_file(&steps);
+    let _ = std::fs::remove_file(&steps_file);
     assert_eq!(out.status, 0, "ptydrive: {}", out.err());
     out.out()
 }
 
-fn podman_argv(p: &Podman, args: &[String]) -> Vec<String> {
-    let mut v = vec![
-        "podman".to_owned(),
-        "--runtime".to_owned(),
-        p.runtime.to_string_lossy().into_owned(),
-    ];
-    v.extend(args.iter().cloned());
+fn podman_argv(p: &Podman, args: &[String]) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = vec!["podman".into(), "--runtime".into()];
+    v.push(p.runtime.clone().into_os_string());
+    v.extend(args.iter().map(Into::into));
     v
 }
 
@@ -423,7 +415,7 @@ fn podman_run_t_and_exec_t_through_a_pty() {
         &image,
         &["sh", "-c", "uname -r; busybox tty; exit 3"],
     );
-    let text = drive(&podman_argv(&p, &args));
+    let text = drive(serde_json::json!([["wait_exit"]]), &podman_argv(&p, &args));
     assert!(text.contains(RHEL6), "{text}");
     assert!(text.contains("/dev/pts/0"), "{text}");
     assert!(text.contains("PTYDRIVE EXIT 3"), "{text}");
@@ -445,7 +437,7 @@ fn podman_run_t_and_exec_t_through_a_pty() {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let text = drive(&podman_argv(&p, &args));
+    let text = drive(serde_json::json!([["wait_exit"]]), &podman_argv(&p, &args));
     let _ = run_cmd(p.cmd(&["rm", "-f", "-t", "0", &name]), None);
     assert!(text.contains(RHEL6), "{text}");
     assert!(text.contains("/dev/pts/"), "{text}");
@@ -469,17 +461,11 @@ fn run_in_the_foreground_follows_the_window_size() {
             "python3 is needed to drive a pseudo-terminal",
         );
     }
-    let b = bundle(&base.join("bundle"), &["true"], "host");
-    edit_config(&b, |c| {
-        terminal_process(
-            &mut c["process"],
-            &[
-                "sh",
-                "-c",
-                "echo ready; while :; do busybox stty size; busybox sleep 0.1; done",
-            ],
-        );
-    });
+    let b = tty_bundle(
+        &base,
+        "host",
+        "echo ready; while :; do busybox stty size; busybox sleep 0.1; done",
+    );
     let steps = serde_json::json!([
         ["resize", 33, 99],
         ["expect", "ready"],
@@ -489,22 +475,15 @@ fn run_in_the_foreground_follows_the_window_size() {
         ["send", "\u{3}"],
         ["wait_exit"],
     ]);
-    let steps_file = base.join("steps.json");
-    std::fs::write(&steps_file, steps.to_string()).expect("steps");
-    let mut cmd = Command::new("python3");
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ptydrive.py"))
-        .arg(&steps_file)
-        .arg("--")
-        .arg(compatrun_bin())
-        .args(["oci", "--root"])
-        .arg(&root)
-        .args(["run", "--bundle"])
-        .arg(&b)
-        .arg(&id)
-        .env("PTYDRIVE_TIMEOUT", "60");
-    let out = run_cmd(cmd, None);
-    assert_eq!(out.status, 0, "ptydrive: {}", out.err());
-    let transcript = out.out();
+    let mut argv: Vec<std::ffi::OsString> = vec![compatrun_bin().into(), "oci".into()];
+    argv.extend(["--root".into(), root.clone().into_os_string()]);
+    argv.extend([
+        "run".into(),
+        "--bundle".into(),
+        b.clone().into_os_string(),
+        id.clone().into(),
+    ]);
+    let transcript = drive(steps, &argv);
     // The shell dies of SIGINT (130); no PTYDRIVE FAILED line.
     assert!(
         transcript.trim_end().ends_with("PTYDRIVE EXIT 130"),
