@@ -108,6 +108,20 @@ fn run(runtime: &[&str], root: &Path, b: &Path, id: &str) -> Outcome {
     run_cmd_within(cmd, None, LIMIT)
 }
 
+/// Asserts that runc gives `ours`'s output and status on bundle `b` (state under
+/// `base`); skips the comparison, by name, where runc is missing.
+fn same_as_runc(test: &str, ours: &Outcome, base: &Path, b: &Path, id: &str) {
+    if !have("runc") {
+        return skip(
+            test,
+            "runc is missing (scripts/test-deps.sh installs it): no comparison",
+        );
+    }
+    let theirs = run(&["runc"], &base.join("runc-state"), b, id);
+    assert_eq!(ours.out(), theirs.out(), "runc: {}", theirs.err());
+    assert_eq!(ours.status, theirs.status, "runc: {}", theirs.err());
+}
+
 fn compatrun(root: &Path, b: &Path, id: &str) -> Outcome {
     let bin = compatrun_bin();
     run(&[bin.to_str().expect("utf8"), "oci"], root, b, id)
@@ -133,16 +147,7 @@ fn a_profile_acts_as_under_runc_and_over_the_persona() {
         ours.err()
     );
     assert!(!root.join(&id).exists(), "run left its state");
-    if have("runc") {
-        let theirs = run(&["runc"], &base.join("runc-state"), &b, &id);
-        assert_eq!(ours.out(), theirs.out(), "runc: {}", theirs.err());
-        assert_eq!(ours.status, theirs.status, "runc: {}", theirs.err());
-    } else {
-        skip(
-            test,
-            "runc is missing (scripts/test-deps.sh installs it): no comparison",
-        );
-    }
+    same_as_runc(test, &ours, &base, &b, &id);
     // The profile names x86 too: an i386 program meets the same rules, by its numbers.
     if common::have_m32() {
         let b = bundle_with(
@@ -368,15 +373,6 @@ fn calls_newer_than_the_profile_get_enosys() {
         "{}",
         ours.err()
     );
-    if have("runc") {
-        let theirs = run(&["runc"], &base.join("runc-state"), &b, &id);
-        assert_eq!(ours.out(), theirs.out(), "runc: {}", theirs.err());
-        assert_eq!(ours.status, theirs.status, "runc: {}", theirs.err());
-    } else {
-        skip(
-            test,
-            "runc is missing (scripts/test-deps.sh installs it): no comparison",
-        );
-    }
+    same_as_runc(test, &ours, &base, &b, &id);
     let _ = std::fs::remove_dir_all(&base);
 }
