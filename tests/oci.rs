@@ -91,14 +91,7 @@ fn create_waits_start_releases_and_delete_leaves_nothing() {
         "delete of a running container must be refused"
     );
     assert!(out.err().contains("not stopped: running"), "{}", out.err());
-    let out = oci(&root, &["kill", &id, "TERM"]);
-    assert_eq!(out.status, 0, "kill: {}", out.err());
-    wait_for("the container to stop", || {
-        state(&root, &id)["status"] == "stopped"
-    });
-    let out = oci(&root, &["delete", &id]);
-    assert_eq!(out.status, 0, "delete: {}", out.err());
-    assert!(!root.join(&id).exists(), "state left after delete");
+    common::oci::kill_and_delete(&root, &id, "TERM");
     assert!(
         !Path::new(&format!("/proc/{supervisor}")).exists() || {
             let s = std::fs::read_to_string(format!("/proc/{supervisor}/stat")).unwrap_or_default();

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::oci::{bundle, edit_config, import, oci, runtime_link, state, wait_for, Podman, RHEL6};
+use common::oci::{bundle, edit_config, import, oci, runtime_link, state, Podman, RHEL6};
 use common::{busybox_tree, compatrun_bin, have, is_root, platform, run_cmd, skip};
 
 /// A guard against hangs, never a measurement.
@@ -249,14 +249,7 @@ fn console_socket_gets_the_containers_terminal() {
         out.err()
     );
 
-    let out = oci(&root, &["kill", &id, "KILL"]);
-    assert_eq!(out.status, 0, "kill: {}", out.err());
-    wait_for("the container to stop", || {
-        state(&root, &id)["status"] == "stopped"
-    });
-    let out = oci(&root, &["delete", &id]);
-    assert_eq!(out.status, 0, "delete: {}", out.err());
-    assert!(!root.join(&id).exists(), "state left after delete");
+    common::oci::kill_and_delete(&root, &id, "KILL");
     let _ = std::fs::remove_dir_all(&base);
 }
 

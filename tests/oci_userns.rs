@@ -223,14 +223,7 @@ fn a_container_runs_in_its_own_user_namespace() {
         out.out(),
         format!("0\n{:>10} {:>10} {:>10}\nuserns-box\n", 0, HOST_ID, 65536)
     );
-    let out = oci(&root, &["kill", &id, "KILL"]);
-    assert_eq!(out.status, 0, "kill: {}", out.err());
-    wait_for("the container to stop", || {
-        state(&root, &id)["status"] == "stopped"
-    });
-    let out = oci(&root, &["delete", &id]);
-    assert_eq!(out.status, 0, "delete: {}", out.err());
-    assert!(!root.join(&id).exists(), "state left after delete");
+    common::oci::kill_and_delete(&root, &id, "KILL");
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "the container's process outlived delete"

@@ -162,3 +162,16 @@ pub fn create(root: &Path, b: &Path, extra: &[&std::ffi::OsStr], id: &str, log: 
         std::fs::read_to_string(&err_log).unwrap_or_default()
     );
 }
+
+/// `kill ID SIGNAL`, then, once the container has stopped, `delete ID`: each must
+/// succeed, and no state may be left.
+pub fn kill_and_delete(root: &Path, id: &str, signal: &str) {
+    let out = oci(root, &["kill", id, signal]);
+    assert_eq!(out.status, 0, "kill: {}", out.err());
+    wait_for("the container to stop", || {
+        state(root, id)["status"] == "stopped"
+    });
+    let out = oci(root, &["delete", id]);
+    assert_eq!(out.status, 0, "delete: {}", out.err());
+    assert!(!root.join(id).exists(), "state left after delete");
+}
