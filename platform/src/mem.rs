@@ -64,6 +64,27 @@ pub fn write_force(pid: Pid, addr: u64, data: &[u8]) -> Result<(), Fault> {
     }
 }
 
+/// Writes up to 8 bytes at `addr` in a thread stopped under our ptrace, as
+/// [`write_force`] does, with one `PTRACE_PEEKDATA` and one `PTRACE_POKEDATA` (a
+/// debugger's write, copy-on-write included) instead of opening `/proc/PID/mem`.
+/// Fails (nothing written) for longer data or where the 8 bytes at `addr` are not all
+/// mapped.
+pub fn poke(pid: Pid, addr: u64, data: &[u8]) -> Result<(), Fault> {
+    use nix::sys::ptrace;
+    let fault = Fault {
+        addr,
+        len: data.len(),
+    };
+    if data.len() > 8 {
+        return Err(fault);
+    }
+    let at = remote(addr, 8)?.base as ptrace::AddressType;
+    let word = ptrace::read(pid, at).map_err(|_| fault)?;
+    let mut bytes = word.to_ne_bytes();
+    bytes[..data.len()].copy_from_slice(data);
+    ptrace::write(pid, at, libc::c_long::from_ne_bytes(bytes)).map_err(|_| fault)
+}
+
 /// Whether `[addr, addr + len)` lies in mappings the thread `tid` may write itself
 /// (`w` in `/proc/TID/maps`): a write through `/proc/TID/mem` ignores page protections
 /// (as for a debugger), where the kernel answers EFAULT to a system call writing into a
@@ -103,8 +124,14 @@ pub fn writable(tid: i32, addr: u64, len: usize) -> bool {
     false
 }
 
-/// The thread group (process) a thread belongs to, from `/proc/TID/status`.
+/// The thread group (process) a thread belongs to: itself if it leads one, else from
+/// `/proc/TID/status`.
 pub fn tgid_of(tid: Pid) -> Option<i32> {
+    // A thread that leads its group is its process: `pidfd_open` accepts only a leader
+    // (one system call, where /proc/TID/status is formatted in full).
+    if crate::sys::pidfd_open(tid).is_ok() {
+        return Some(tid.as_raw());
+    }
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     status
         .lines()
@@ -139,5 +166,17 @@ mod tests {
         assert_eq!(read(me, 8, &mut out), Err(Fault { addr: 8, len: 9 }));
         assert!(read(me, u64::MAX - 2, &mut out).is_err());
         assert_eq!(tgid_of(me), Some(me.as_raw()));
+        // A thread that does not lead its process is looked up.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid()).expect("sent");
+            done_rx.recv().ok();
+        });
+        let tid = rx.recv().expect("thread id");
+        assert_ne!(tid, me);
+        assert_eq!(tgid_of(tid), Some(me.as_raw()));
+        done_tx.send(()).expect("sent");
+        t.join().expect("thread ended");
     }
 }

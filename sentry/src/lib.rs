@@ -34,6 +34,8 @@ pub struct Sentry {
     spec: InterceptSpec,
     dispatch: Vec<(Arch, u32, &'static Row)>,
     too_old: handlers::too_old::TooOld,
+    /// Where the vDSO images seen so far keep their version note.
+    vdso_notes: handlers::vdso::VdsoNotes,
     identity_files: Vec<(std::ffi::OsString, Vec<u8>)>,
     nodename: Option<Vec<u8>>,
     patcher: patch::Patcher,
@@ -59,6 +61,7 @@ impl Sentry {
             spec: policy.spec,
             dispatch: policy.dispatch,
             too_old: handlers::too_old::TooOld::default(),
+            vdso_notes: handlers::vdso::VdsoNotes::default(),
             nodename: None,
         })
     }
@@ -192,9 +195,10 @@ impl Supervisor for Sentry {
     }
 
     fn execed<G: GuestThread>(&mut self, thread: &mut G) {
-        self.patcher.execed(thread.tgid());
+        // After an exec the thread leads its process (the kernel gives it the group's id).
+        self.patcher.execed(thread.tid());
         if let Some(v) = self.persona.kernel {
-            handlers::vdso::rewrite_version(thread, v);
+            self.vdso_notes.rewrite_version(thread, v);
             self.too_old.execed(thread.tid(), v);
         }
     }

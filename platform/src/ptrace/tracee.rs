@@ -216,7 +216,9 @@ impl GuestThread for PtraceThread<'_> {
     }
 
     fn write_code(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
-        crate::mem::write_force(self.stopped.pid, addr, data)
+        // A few bytes (the vDSO's version note after every exec) in two ptrace calls.
+        crate::mem::poke(self.stopped.pid, addr, data)
+            .or_else(|_| crate::mem::write_force(self.stopped.pid, addr, data))
     }
 
     fn run_syscall(&mut self, nr: u32, args: [u64; 6]) -> Result<i64, ThreadOpError> {

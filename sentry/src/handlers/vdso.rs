@@ -115,18 +115,52 @@ pub fn find_version_note<G: GuestThread>(g: &mut G, base: u64) -> Option<u64> {
     None
 }
 
-/// After an exec: put the persona's version into the new image's vDSO note.
-pub fn rewrite_version<G: GuestThread>(g: &mut G, v: KernelVersion) {
-    let tid = g.tid();
-    let Some(base) = vdso_base(tid) else {
-        return; // no vDSO (vdso=0, or a personality without one)
-    };
-    let Some(at) = find_version_note(g, base) else {
-        log::debug!("[pid {tid}] vDSO at {base:#x} has no Linux version note");
-        return;
-    };
-    if let Err(e) = g.write_code(at, &version_code(v).to_le_bytes()) {
-        log::debug!("[pid {tid}] cannot rewrite the vDSO version note: {e}");
+/// How many distinct vDSO images are remembered (one per ABI in practice).
+const MAX_IMAGES: usize = 8;
+
+/// Where each vDSO image seen so far keeps its version note. The kernel maps the same
+/// image into every process of an ABI, so after the first exec of each the note is found
+/// from the image's ELF header alone, and checked, in two small reads.
+#[derive(Debug, Default)]
+pub struct VdsoNotes {
+    /// ELF header → (offset of the 4-byte version from the base, the version found there).
+    known: Vec<([u8; 64], u64, [u8; 4])>,
+}
+
+impl VdsoNotes {
+    /// After an exec: put the persona's version into the new image's vDSO note.
+    pub fn rewrite_version<G: GuestThread>(&mut self, g: &mut G, v: KernelVersion) {
+        let tid = g.tid();
+        let Some(base) = vdso_base(tid) else {
+            return; // no vDSO (vdso=0, or a personality without one)
+        };
+        let Some(at) = self.note_of(g, base) else {
+            log::debug!("[pid {tid}] vDSO at {base:#x} has no Linux version note");
+            return;
+        };
+        if let Err(e) = g.write_code(at, &version_code(v).to_le_bytes()) {
+            log::debug!("[pid {tid}] cannot rewrite the vDSO version note: {e}");
+        }
+    }
+
+    /// The address of the version in the vDSO at `base`: remembered for an image seen
+    /// before (same header, and the same version where it was), else searched for.
+    fn note_of<G: GuestThread>(&mut self, g: &mut G, base: u64) -> Option<u64> {
+        let ehdr: [u8; 64] = read(g, base)?;
+        if let Some((_, off, code)) = self.known.iter().find(|(h, _, _)| *h == ehdr) {
+            let at = base.checked_add(*off)?;
+            if read::<G, 4>(g, at) == Some(*code) {
+                return Some(at);
+            }
+        }
+        let at = find_version_note(g, base)?;
+        let code: [u8; 4] = read(g, at)?;
+        if self.known.len() >= MAX_IMAGES {
+            self.known.clear();
+        }
+        self.known.retain(|(h, _, _)| *h != ehdr);
+        self.known.push((ehdr, at.checked_sub(base)?, code));
+        Some(at)
     }
 }
 
