@@ -71,6 +71,16 @@ fn the_old_loader_refuses_a_persona_older_than_its_c_library_and_says_so() {
     else {
         return;
     };
+    let persona = ancient_persona();
+    let o = in_tree(persona.to_str().expect("utf8"), &root, "/bin/true");
+    assert_ne!(o.status, 0);
+    let err = o.err();
+    assert!(err.contains("FATAL: kernel too old"), "{err}");
+    assert!(err.contains("but persona ancient is Linux 2.6.18"), "{err}");
+}
+
+/// The persona file of RHEL 5's kernel, older than the wheezy C library's minimum.
+fn ancient_persona() -> PathBuf {
     let dir = common::scratch_dir().join("old-userspace");
     std::fs::create_dir_all(&dir).expect("mkdir");
     let persona = dir.join("ancient.toml");
@@ -80,11 +90,38 @@ fn the_old_loader_refuses_a_persona_older_than_its_c_library_and_says_so() {
          [uname]\nrelease = \"2.6.18\"\nversion = \"#1 SMP\"\n",
     )
     .expect("write persona");
-    let o = in_tree(persona.to_str().expect("utf8"), &root, "/bin/true");
-    assert_ne!(o.status, 0);
+    persona
+}
+
+/// The same program exec'd again in one run is answered from what compatrun remembers
+/// of it (its loader's verdict, the vDSO's note): the loader refuses every time, and
+/// where the platform sees each process end (ptrace) each refusal gets its line.
+#[test]
+fn a_refusing_program_run_again_is_refused_again() {
+    let Some(root) = tree("a_refusing_program_run_again_is_refused_again") else {
+        return;
+    };
+    let persona = ancient_persona();
+    let root = root.to_str().expect("utf8 path");
+    let script = format!("for i in 1 2 3; do chroot {root} /bin/true; echo \"status $?\"; done");
+    let mut cmd = under_cmd(
+        persona.to_str().expect("utf8"),
+        &["/bin/sh", "-c", script.as_str()],
+    );
+    cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let o = run_cmd(cmd, None);
+    assert_eq!(o.status, 0, "{}", o.err());
     let err = o.err();
-    assert!(err.contains("FATAL: kernel too old"), "{err}");
-    assert!(err.contains("but persona ancient is Linux 2.6.18"), "{err}");
+    let refusals = err
+        .lines()
+        .filter(|l| *l == "FATAL: kernel too old")
+        .count();
+    assert_eq!(refusals, 3, "{err}");
+    assert_eq!(o.out().matches("status 1").count(), 3, "{}", o.out());
+    let hints = err.matches("but persona ancient is Linux 2.6.18").count();
+    if common::platform() == "ptrace" {
+        assert_eq!(hints, 3, "{err}");
+    }
 }
 
 #[test]

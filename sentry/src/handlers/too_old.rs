@@ -24,7 +24,36 @@ pub struct TooOld {
     /// (path, inode, mtime) of a loader → what it requires.
     seen: HashMap<(PathBuf, u64, i64), Verdict>,
     /// Processes whose loader requires more than the persona: loader path, requirement.
-    at_risk: HashMap<i32, (PathBuf, KernelVersion)>,
+    at_risk: HashMap<i32, Risk>,
+    /// Programs already looked at, by their file and the root they ran in → the same
+    /// answer, so that a program run again costs two `stat`s (a shell loop execs the
+    /// same few programs thousands of times, and the guest waits for this).
+    programs: HashMap<ProgramKey, Option<Risk>>,
+}
+
+/// A loader (as the guest names it) and the kernel it requires.
+type Risk = (PathBuf, KernelVersion);
+
+/// A program file and the root it ran in: (device, inode, mtime, size) of the file,
+/// (device, inode) of the root.
+type ProgramKey = (u64, u64, i64, u64, u64, u64);
+
+/// How many programs are remembered at most (a guest running more just starts over).
+const MAX_PROGRAMS: usize = 4096;
+
+/// The cache key of `tid`'s program, from `/proc/TID/exe` and `/proc/TID/root`.
+fn program_key(exe: &std::path::Path, root: &std::path::Path) -> Option<ProgramKey> {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::metadata(exe).ok()?;
+    let dir = std::fs::metadata(root).ok()?;
+    Some((
+        file.dev(),
+        file.ino(),
+        file.mtime(),
+        file.size(),
+        dir.dev(),
+        dir.ino(),
+    ))
 }
 
 const NT_GNU_ABI_TAG: u32 = 1;
@@ -214,40 +243,59 @@ pub fn checks_kernel_version(root: &std::path::Path, program: &std::path::Path) 
 impl TooOld {
     /// After `tid`'s exec: note whether its loader will refuse `persona`'s version.
     pub fn execed(&mut self, tid: i32, persona: KernelVersion) {
-        use std::os::unix::fs::MetadataExt;
         self.at_risk.remove(&tid);
         let exe = PathBuf::from(format!("/proc/{tid}/exe"));
         let root = PathBuf::from(format!("/proc/{tid}/root"));
-        // Only the first pages matter for PT_INTERP.
-        let head = match std::fs::File::open(&exe) {
-            Ok(f) => {
-                let mut buf = vec![0u8; 8192];
-                let n = std::io::Read::read(&mut &f, &mut buf).unwrap_or(0);
-                buf.truncate(n);
-                buf
+        let key = program_key(&exe, &root);
+        let risk = match key.and_then(|k| self.programs.get(&k)) {
+            Some(known) => known.clone(),
+            None => {
+                let risk = self.look_at(&exe, &root, persona);
+                if let Some(k) = key {
+                    if self.programs.len() >= MAX_PROGRAMS {
+                        self.programs.clear();
+                    }
+                    self.programs.insert(k, risk.clone());
+                }
+                risk
             }
-            Err(_) => return,
+        };
+        if let Some(risk) = risk {
+            self.at_risk.insert(tid, risk);
+        }
+    }
+
+    /// The loader of the program at `exe` (run in `root`) and its requirement, if it
+    /// requires more than `persona`.
+    fn look_at(
+        &mut self,
+        exe: &std::path::Path,
+        root: &std::path::Path,
+        persona: KernelVersion,
+    ) -> Option<Risk> {
+        use std::os::unix::fs::MetadataExt;
+        // Only the first pages matter for PT_INTERP.
+        let head = {
+            let f = std::fs::File::open(exe).ok()?;
+            let mut buf = vec![0u8; 8192];
+            let n = std::io::Read::read(&mut &f, &mut buf).unwrap_or(0);
+            buf.truncate(n);
+            buf
         };
         let (loader, shown) = match interpreter(&head) {
-            Some(interp) => match resolve_in_root(&root, &interp) {
-                Some(host_path) => (host_path, interp),
-                None => return,
-            },
-            None => (exe.clone(), std::fs::read_link(&exe).unwrap_or(exe.clone())),
+            Some(interp) => (resolve_in_root(root, &interp)?, interp),
+            None => (
+                exe.to_path_buf(),
+                std::fs::read_link(exe).unwrap_or(exe.to_path_buf()),
+            ),
         };
-        let Ok(meta) = std::fs::metadata(&loader) else {
-            return;
-        };
+        let meta = std::fs::metadata(&loader).ok()?;
         let key = (shown.clone(), meta.ino(), meta.mtime());
         let verdict = *self
             .seen
             .entry(key)
-            .or_insert_with(|| examine(&loader, &root, persona));
-        if let Some(min) = verdict {
-            if min > persona {
-                self.at_risk.insert(tid, (shown, min));
-            }
-        }
+            .or_insert_with(|| examine(&loader, root, persona));
+        verdict.filter(|min| *min > persona).map(|min| (shown, min))
     }
 
     /// `tid` exited with `code`: the line to print, if its loader refused the persona
