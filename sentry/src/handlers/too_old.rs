@@ -250,14 +250,15 @@ impl TooOld {
         let risk = match key.and_then(|k| self.programs.get(&k)) {
             Some(known) => known.clone(),
             None => {
-                let risk = self.look_at(&exe, &root, persona);
-                if let Some(k) = key {
+                // A look that could not be made (the process already gone) is not kept.
+                let looked = self.look_at(&exe, &root, persona);
+                if let (Some(k), Some(risk)) = (key, &looked) {
                     if self.programs.len() >= MAX_PROGRAMS {
                         self.programs.clear();
                     }
                     self.programs.insert(k, risk.clone());
                 }
-                risk
+                looked.flatten()
             }
         };
         if let Some(risk) = risk {
@@ -265,14 +266,15 @@ impl TooOld {
         }
     }
 
-    /// The loader of the program at `exe` (run in `root`) and its requirement, if it
-    /// requires more than `persona`.
+    /// The loader of the program at `exe` (run in `root`) and its requirement if it
+    /// requires more than `persona` (`Some(None)` if not); `None` if the program or its
+    /// loader could not be read.
     fn look_at(
         &mut self,
         exe: &std::path::Path,
         root: &std::path::Path,
         persona: KernelVersion,
-    ) -> Option<Risk> {
+    ) -> Option<Option<Risk>> {
         use std::os::unix::fs::MetadataExt;
         // Only the first pages matter for PT_INTERP.
         let head = {
@@ -295,7 +297,7 @@ impl TooOld {
             .seen
             .entry(key)
             .or_insert_with(|| examine(&loader, root, persona));
-        verdict.filter(|min| *min > persona).map(|min| (shown, min))
+        Some(verdict.filter(|min| *min > persona).map(|min| (shown, min)))
     }
 
     /// `tid` exited with `code`: the line to print, if its loader refused the persona
