@@ -8,7 +8,7 @@ PKGS=(
   libc6-dev-i386 gcc-multilib          # i386 C fixtures (32-bit guests must be caught too)
   python3.11 libpython3.11-testsuite   # CPython's own regression tests, run under compatrun
   qemu-system-x86 busybox-static       # tests/vm: a vsyscall=none VM (kernel: target/vm-cache)
-  python3-minimal mawk                 # `python3` and `awk` on PATH: programs.rs, tests/fixtures/ptydrive.py
+  python3-minimal mawk                 # `python3` and `awk` on PATH: tests/programs/, tests/fixtures/ptydrive.py
   strace gdb                           # debuggers inside a seccomp-platform guest: platforms.rs
   binutils                             # objdump -d, which tests/scan.rs compares the scanner with
   stress-ng                            # load under compatrun: load.rs
