@@ -1,5 +1,6 @@
 //! Exec seen by every platform: after each exec (from the first process, a vfork child,
-//! a non-leader thread) the new program finds the persona's version in its vDSO note.
+//! a non-leader thread) a new program whose C library reads the vDSO note finds the
+//! persona's version there.
 //! Under the seccomp platform only the execing thread is traced, and only until its exec
 //! is over: a failed exec leaves its caller untraced, and forks are never traced.
 
@@ -29,7 +30,8 @@ fn every_exec_is_seen_and_only_the_execing_thread_is_traced() {
         return;
     }
     let probe = fixture("exec_seen", &["-pthread"]);
-    let note = fixture("vdso_note", &[]);
+    // Static, it stands for a program of a C library that reads the note.
+    let note = fixture("vdso_note", &["-static"]);
     let native_note = native(&[&note]).out();
     let n = native(&[&probe, &note]);
     assert_eq!(
@@ -81,4 +83,63 @@ fn a_child_killed_during_its_exec_is_reaped_by_its_parent() {
         "{}",
         g.err()
     );
+}
+
+/// The seccomp platform stops an exec only for a program whose C library reads the vDSO
+/// note (and the guest's first, whose exit compatrun explains): the host's own current
+/// programs exec unstopped under a legacy persona, and keep the host's note, which they
+/// never read.
+#[test]
+fn seccomp_stops_only_the_execs_that_need_it() {
+    let test = "seccomp_stops_only_the_execs_that_need_it";
+    if !common::is_root() {
+        skip(
+            test,
+            "the seccomp platform needs a pid namespace (run as root)",
+        );
+        return;
+    }
+    let loader = std::fs::read("/lib64/ld-linux-x86-64.so.2").unwrap_or_default();
+    if memchr_like(&loader, b"FATAL: kernel too old") {
+        skip(
+            test,
+            "this host's own C library (before glibc 2.35) reads the note",
+        );
+        return;
+    }
+    let checking = fixture("vdso_note", &["-static"]);
+    let plain = fixture("vdso_note", &[]);
+    let native_plain = native(&[&plain]).out();
+    let script = format!(
+        "{} && {} && /bin/true",
+        plain.to_str().expect("utf8"),
+        checking.to_str().expect("utf8")
+    );
+    let mut cmd = std::process::Command::new(common::compatrun_bin());
+    cmd.args([
+        "--platform",
+        "seccomp",
+        "-k",
+        "rhel6",
+        "--log",
+        "trace",
+        "--",
+    ])
+    .args(["/bin/sh", "-c", &script]);
+    let o = run_cmd(cmd, None);
+    if o.err().contains("seccomp user notification") {
+        skip(test, &format!("seccomp platform unavailable: {}", o.err()));
+        return;
+    }
+    assert_eq!(o.status, 0, "{}", o.err());
+    assert_eq!(o.out(), format!("{native_plain}{PERSONA_NOTE}"));
+    let err = o.err();
+    // Seized: the shell (the first process) and the checking program.
+    assert_eq!(err.matches("exec (seized from").count(), 2, "{err}");
+    // Not stopped: the plain program and /bin/true.
+    assert_eq!(err.matches("exec not stopped").count(), 2, "{err}");
+}
+
+fn memchr_like(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }

@@ -300,6 +300,14 @@ pub trait Supervisor {
     /// instruction (its loader has not run yet).
     fn execed<G: GuestThread>(&mut self, _thread: &mut G) {}
 
+    /// A platform that must stop a thread on purpose to show an exec (seccomp: a seize
+    /// from the `execve` notification) asks first, with the thread waiting in `call`:
+    /// false lets this exec run unstopped, and [`Supervisor::execed`] is not called for
+    /// it. Where every exec stops anyway (ptrace) it is not asked.
+    fn exec_needs_stop<G: GuestThread>(&mut self, _thread: &mut G, _call: &Syscall) -> bool {
+        true
+    }
+
     /// A guest thread is gone (when it led its thread group, the whole process is gone):
     /// forget anything kept about it.
     fn exited(&mut self, _tid: i32, _status: crate::command::ExitStatus) {}

@@ -36,6 +36,8 @@ pub struct Sentry {
     too_old: handlers::too_old::TooOld,
     /// Where the vDSO images seen so far keep their version note.
     vdso_notes: handlers::vdso::VdsoNotes,
+    /// Which programs need an exec stop (seccomp platform).
+    exec_stops: handlers::exec_stop::ExecStops,
     identity_files: Vec<(std::ffi::OsString, Vec<u8>)>,
     nodename: Option<Vec<u8>>,
     patcher: patch::Patcher,
@@ -62,6 +64,7 @@ impl Sentry {
             dispatch: policy.dispatch,
             too_old: handlers::too_old::TooOld::default(),
             vdso_notes: handlers::vdso::VdsoNotes::default(),
+            exec_stops: handlers::exec_stop::ExecStops::default(),
             nodename: None,
         })
     }
@@ -198,9 +201,24 @@ impl Supervisor for Sentry {
         // After an exec the thread leads its process (the kernel gives it the group's id).
         self.patcher.execed(thread.tid());
         if let Some(v) = self.persona.kernel {
-            self.vdso_notes.rewrite_version(thread, v);
-            self.too_old.execed(thread.tid(), v);
+            // Only a C library that reads the note (glibc before 2.35) needs it rewritten.
+            if self.too_old.execed(thread.tid(), v) {
+                self.vdso_notes.rewrite_version(thread, v);
+            }
         }
+    }
+
+    fn exec_needs_stop<G: GuestThread>(&mut self, thread: &mut G, call: &Syscall) -> bool {
+        if self.persona.kernel.is_none() {
+            return false;
+        }
+        let needed = self.exec_stops.needed(thread, call);
+        if !needed {
+            // Not shown the exec: what was kept for the old image goes now.
+            self.patcher.execed(thread.tgid());
+            self.too_old.forget(thread.tid());
+        }
+        needed
     }
 
     fn exited(&mut self, tid: i32, status: platform::ExitStatus) {

@@ -299,8 +299,14 @@ fn serve<S: Supervisor>(
         // A held thread's forwarded exec restarts, and is notified (and seized) again.
         let seized = if exec && value.is_none() && !thread.held {
             // The guest's first exec is its first process's (nothing else runs yet).
-            let _ = hook.first.set(n.tid);
-            exec::seize(n.tid)
+            let first = hook.first.set(n.tid).is_ok();
+            // The first is always seen (the "kernel too old" line is the first process's).
+            if first || sup.exec_needs_stop(&mut thread, &call) {
+                exec::seize(n.tid)
+            } else {
+                trace!("[pid {}] exec not stopped: nothing to do at it", n.tid);
+                None
+            }
         } else {
             None
         };

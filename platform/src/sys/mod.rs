@@ -67,6 +67,42 @@ pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Opens `path` read-only with `dir` as its root (`openat2` with `RESOLVE_IN_ROOT`, no
+/// magic links): `..` and absolute symbolic links resolve inside `dir`, as they do for
+/// a process whose root `dir` is. Errors are the kernel's (ENOSYS before Linux 5.6).
+pub fn open_in_root(dir: BorrowedFd<'_>, path: &std::ffi::CStr) -> io::Result<std::fs::File> {
+    /// `struct open_how` of linux/openat2.h.
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: u64::try_from(libc::O_RDONLY | libc::O_CLOEXEC).unwrap_or(0),
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `path` is NUL-terminated and `how` is an initialised open_how whose size
+    // is passed with it; the kernel only reads both and returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            std::ptr::from_ref(&how),
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: `fd` was just returned by the kernel as a new descriptor that nothing
+    // else owns.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 /// `CAP_SYS_ADMIN` from linux/capability.h.
 const CAP_SYS_ADMIN: u32 = 21;
 

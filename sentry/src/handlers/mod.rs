@@ -4,6 +4,7 @@
 //! had them, by the reviewed syscall table) and the sentry dispatches through the rows:
 //! adding a handler is one row.
 
+pub mod exec_stop;
 pub mod mount;
 pub mod procfs;
 pub mod removed;

@@ -28,7 +28,18 @@ pub struct TooOld {
     /// Programs already looked at, by their file and the root they ran in → the same
     /// answer, so that a program run again costs two `stat`s (a shell loop execs the
     /// same few programs thousands of times, and the guest waits for this).
-    programs: HashMap<ProgramKey, Option<Risk>>,
+    programs: HashMap<ProgramKey, Look>,
+    /// Loaders (and static programs) by (device, inode, mtime) → whether they check.
+    checking: HashMap<(u64, u64, i64), bool>,
+}
+
+/// What is known of one program.
+#[derive(Clone, Debug)]
+struct Look {
+    /// Its C library compares the kernel's version at start-up (reads the vDSO note).
+    checks: bool,
+    /// It will refuse the persona.
+    risk: Option<Risk>,
 }
 
 /// A loader (as the guest names it) and the kernel it requires.
@@ -128,7 +139,7 @@ pub fn abi_tag(image: &[u8]) -> Option<KernelVersion> {
 }
 
 /// The PT_INTERP path of an executable image, if it has one.
-fn interpreter(image: &[u8]) -> Option<PathBuf> {
+pub(crate) fn interpreter(image: &[u8]) -> Option<PathBuf> {
     let (_, off, size) = segments(image)?
         .into_iter()
         .find(|(t, _, _)| *t == PT_INTERP)?;
@@ -241,40 +252,46 @@ pub fn checks_kernel_version(root: &std::path::Path, program: &std::path::Path) 
 }
 
 impl TooOld {
-    /// After `tid`'s exec: note whether its loader will refuse `persona`'s version.
-    pub fn execed(&mut self, tid: i32, persona: KernelVersion) {
+    /// After `tid`'s exec: note whether its loader will refuse `persona`'s version, and
+    /// say whether the new program's C library compares the kernel's version at
+    /// start-up, reading the vDSO's note (true where that cannot be told).
+    pub fn execed(&mut self, tid: i32, persona: KernelVersion) -> bool {
         self.at_risk.remove(&tid);
         let exe = PathBuf::from(format!("/proc/{tid}/exe"));
         let root = PathBuf::from(format!("/proc/{tid}/root"));
         let key = program_key(&exe, &root);
-        let risk = match key.and_then(|k| self.programs.get(&k)) {
-            Some(known) => known.clone(),
+        let look = match key.and_then(|k| self.programs.get(&k)) {
+            Some(known) => Some(known.clone()),
             None => {
                 // A look that could not be made (the process already gone) is not kept.
                 let looked = self.look_at(&exe, &root, persona);
-                if let (Some(k), Some(risk)) = (key, &looked) {
+                if let (Some(k), Some(look)) = (key, &looked) {
                     if self.programs.len() >= MAX_PROGRAMS {
                         self.programs.clear();
                     }
-                    self.programs.insert(k, risk.clone());
+                    self.programs.insert(k, look.clone());
                 }
-                looked.flatten()
+                looked
             }
         };
-        if let Some(risk) = risk {
+        let Some(look) = look else {
+            return true;
+        };
+        if let Some(risk) = look.risk {
             self.at_risk.insert(tid, risk);
         }
+        look.checks
     }
 
-    /// The loader of the program at `exe` (run in `root`) and its requirement if it
-    /// requires more than `persona` (`Some(None)` if not); `None` if the program or its
-    /// loader could not be read.
+    /// What is known of the program at `exe` (run in `root`): whether its loader (or
+    /// itself, when static) checks the kernel's version, and its requirement if that
+    /// exceeds `persona`; `None` if the program or its loader could not be read.
     fn look_at(
         &mut self,
         exe: &std::path::Path,
         root: &std::path::Path,
         persona: KernelVersion,
-    ) -> Option<Option<Risk>> {
+    ) -> Option<Look> {
         use std::os::unix::fs::MetadataExt;
         // Only the first pages matter for PT_INTERP.
         let head = {
@@ -292,12 +309,25 @@ impl TooOld {
             ),
         };
         let meta = std::fs::metadata(&loader).ok()?;
+        let checks = *self
+            .checking
+            .entry((meta.dev(), meta.ino(), meta.mtime()))
+            .or_insert_with(|| std::fs::read(&loader).map_or(true, |d| carries_check(&d)));
+        if !checks {
+            return Some(Look { checks, risk: None });
+        }
         let key = (shown.clone(), meta.ino(), meta.mtime());
         let verdict = *self
             .seen
             .entry(key)
             .or_insert_with(|| examine(&loader, root, persona));
-        Some(verdict.filter(|min| *min > persona).map(|min| (shown, min)))
+        let risk = verdict.filter(|min| *min > persona).map(|min| (shown, min));
+        Some(Look { checks, risk })
+    }
+
+    /// `tid` executes a program that is not looked at: nothing is known of it.
+    pub fn forget(&mut self, tid: i32) {
+        self.at_risk.remove(&tid);
     }
 
     /// `tid` exited with `code`: the line to print, if its loader refused the persona
