@@ -32,8 +32,9 @@ wait $p1; s1=$?; wait $p2; s2=$?; wait $p3; s3=$?
 echo "background statuses: $s1 $s2 $s3"; cat "$TMPF"
 for i in 1 2 3 4; do (echo "job $i" > "$TMPF.$i") & done; wait
 cat "$TMPF".1 "$TMPF".2 "$TMPF".3 "$TMPF".4
-coproc tr a-z A-Z; echo "coprocess" >&"${COPROC[1]}"; exec {COPROC[1]}>&-
-read -r line <&"${COPROC[0]}"; wait $COPROC_PID; echo "coproc: $line"
+coproc tr a-z A-Z; cpid=$COPROC_PID; exec {cout}<&"${COPROC[0]}"
+echo "coprocess" >&"${COPROC[1]}"; exec {COPROC[1]}>&-
+read -r line <&"$cout"; wait $cpid; echo "coproc: $line"
 f() { local r=0; for v in "$@"; do r=$((r + v)); done; echo $r; return $(( r % 7 )); }
 f 1 2 3 4; echo "function status $?"
 trap 'echo "trap on exit"' EXIT
