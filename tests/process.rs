@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -315,29 +314,10 @@ fn blocked_and_ignored_signals_behave_as_natively() {
     }
 }
 
+/// Exactly these, whatever the test process inherited (a background job starts with
+/// SIGINT and SIGQUIT ignored): every other signal default.
 fn sigdisp_with(cmd: &mut Command, ignore: &'static [i32], block: &'static [i32]) {
-    // SAFETY: only sigaction/sigprocmask on stack data, both async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Exactly these, whatever the test process inherited (a background job
-            // starts with SIGINT and SIGQUIT ignored): every other signal default.
-            for s in 1..libc::SIGRTMIN() {
-                if s != libc::SIGKILL && s != libc::SIGSTOP {
-                    libc::signal(s, libc::SIG_DFL);
-                }
-            }
-            for &s in ignore {
-                libc::signal(s, libc::SIG_IGN);
-            }
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for &s in block {
-                libc::sigaddset(&mut set, s);
-            }
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
+    platform::sys::exec_prep::signal_state(cmd, ignore, block);
 }
 
 fn sigdisp_compare(ignore: &'static [i32], block: &'static [i32], expected: &str) {

@@ -3,7 +3,7 @@
 //! fails the test (a hang is a failure, never a pass; no timing is ever asserted).
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -27,15 +27,7 @@ impl Live {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: setsid(2) is async-signal-safe and touches no memory of ours.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        platform::sys::exec_prep::new_session(&mut cmd);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let stdin = child.stdin.take();
         let out = child.stdout.take().expect("stdout");
@@ -173,14 +165,9 @@ impl Drop for Live {
 
 /// Sends `sig` to `pid`, which must exist.
 pub fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) with a pid the caller found and a constant signal.
-    let r = unsafe { libc::kill(pid, sig) };
-    assert_eq!(
-        r,
-        0,
-        "kill({pid}, {sig}): {}",
-        std::io::Error::last_os_error()
-    );
+    let signal = nix::sys::signal::Signal::try_from(sig).expect("a known signal");
+    let r = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+    assert_eq!(r, Ok(()), "kill({pid}, {sig})");
 }
 
 /// Waits until `cond` holds, failing after [`WAIT`] with `what`.

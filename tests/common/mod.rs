@@ -310,8 +310,10 @@ pub fn assert_none_left(marker: &str) {
         }
         if start.elapsed() > Duration::from_secs(30) {
             for (pid, _) in &left {
-                // SAFETY: kill(2) with a pid we just found and a constant signal.
-                unsafe { libc::kill(*pid, libc::SIGKILL) };
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             panic!("processes left behind (now killed): {left:?}");
         }

@@ -159,8 +159,11 @@ pub fn run_module(
         }
         if start.elapsed() > RUN_LIMIT {
             let pgid = i32::try_from(child.id()).expect("pid fits i32");
-            // SAFETY: kill(2) on the process group we created for this run.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            // The process group made for this run.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let _ = child.wait();
             break None;
         }

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bindfile;
 pub mod console;
+pub mod exec_prep;
 pub mod guest_mount;
 pub mod inject;
 pub mod map;
