@@ -143,3 +143,58 @@ fn seccomp_stops_only_the_execs_that_need_it() {
 fn memchr_like(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A guest that names a FIFO as the program to exec, or as a program's loader, cannot
+/// stall compatrun, which looks at both files before the exec: the exec fails as it
+/// does natively and the run goes on.
+#[test]
+fn an_exec_of_a_fifo_or_through_a_fifo_loader_fails_as_natively() {
+    let dir = common::scratch_dir().join(format!("exec-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let fifo = dir.join("fifo");
+    let loader = dir.join("loader");
+    let prog = dir.join("prog");
+    for f in [&fifo, &loader] {
+        let status = std::process::Command::new("mkfifo")
+            .arg(f)
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+    }
+    let status = std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&fifo)
+        .status()
+        .expect("chmod");
+    assert!(status.success());
+    // A program whose loader (PT_INTERP) is the second FIFO.
+    let src = dir.join("prog.c");
+    std::fs::write(&src, "int main(void) { return 0; }\n").expect("write");
+    let status = std::process::Command::new("cc")
+        .arg("-o")
+        .arg(&prog)
+        .arg(&src)
+        .arg(format!("-Wl,--dynamic-linker={}", loader.display()))
+        .status()
+        .expect("cc");
+    assert!(status.success());
+    let script = format!(
+        "{} 2>/dev/null; echo \"fifo $?\"; {} 2>/dev/null; echo \"loader $?\"",
+        fifo.display(),
+        prog.display()
+    );
+    let n = native(&["/bin/sh", "-c", &script]);
+    for platform in ["seccomp", "ptrace"] {
+        let mut cmd = std::process::Command::new(common::compatrun_bin());
+        cmd.args(["--platform", platform, "-k", "rhel6", "--"])
+            .args(["/bin/sh", "-c", &script]);
+        // Far above what the run needs: reaching it is the failure.
+        let o = common::run_cmd_within(cmd, None, std::time::Duration::from_secs(60));
+        if platform == "seccomp" && o.err().contains("seccomp user notification") {
+            continue;
+        }
+        assert_eq!((o.status, o.out()), (0, n.out()), "{platform}: {}", o.err());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

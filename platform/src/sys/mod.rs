@@ -70,7 +70,9 @@ pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
 
 /// Opens `path` read-only with `dir` as its root (`openat2` with `RESOLVE_IN_ROOT`, no
 /// magic links): `..` and absolute symbolic links resolve inside `dir`, as they do for
-/// a process whose root `dir` is. Errors are the kernel's (ENOSYS before Linux 5.6).
+/// a process whose root `dir` is. Non-blocking and never a controlling terminal, so a
+/// FIFO or device a guest names cannot stall or adopt the caller. Errors are the
+/// kernel's (ENOSYS before Linux 5.6).
 pub fn open_in_root(dir: BorrowedFd<'_>, path: &std::ffi::CStr) -> io::Result<std::fs::File> {
     /// `struct open_how` of linux/openat2.h.
     #[repr(C)]
@@ -80,7 +82,8 @@ pub fn open_in_root(dir: BorrowedFd<'_>, path: &std::ffi::CStr) -> io::Result<st
         resolve: u64,
     }
     let how = OpenHow {
-        flags: u64::try_from(libc::O_RDONLY | libc::O_CLOEXEC).unwrap_or(0),
+        flags: u64::try_from(libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .unwrap_or(0),
         mode: 0,
         resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
     };

@@ -72,6 +72,9 @@ impl ExecStops {
         let (Ok(file), Ok(dir)) = (program.metadata(), root.metadata()) else {
             return true;
         };
+        if !file.is_file() {
+            return true; // the exec fails, or it is not ours to read (a FIFO, a device)
+        }
         let key = (
             file.dev(),
             file.ino(),
@@ -114,8 +117,8 @@ fn checks_version(program: &mut File, root: &File) -> bool {
                 return true;
             };
             match platform::sys::open_in_root(root.as_fd(), &loader) {
-                Ok(mut f) => whole(&mut f, Vec::new()),
-                Err(_) => None,
+                Ok(mut f) if f.metadata().is_ok_and(|m| m.is_file()) => whole(&mut f, Vec::new()),
+                _ => None,
             }
         }
         None => whole(program, head),

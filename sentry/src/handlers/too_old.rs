@@ -209,26 +209,40 @@ fn examine(path: &std::path::Path, root: &std::path::Path, persona: KernelVersio
             }
             // The ABI tag note sits near the start of a libc; a file laid out otherwise
             // is read whole.
-            abi_tag(&head).or_else(|| abi_tag(&std::fs::read(&path).ok()?))
+            abi_tag(&head).or_else(|| abi_tag(&read_whole(&path)?))
         })
     })?;
     if min <= persona {
         return None; // nothing to refuse, whether it checks or not
     }
     // glibc 2.35+ (or not glibc) has no check.
-    carries_check(&std::fs::read(path).ok()?).then_some(min)
+    carries_check(&read_whole(path)?).then_some(min)
 }
 
-/// Up to the first `len` bytes of the file at `path`.
+/// Up to the first `len` bytes of the regular file at `path`.
 fn read_head(path: &std::path::Path, len: u64) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut head = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(len)
-        .read_to_end(&mut head)
-        .ok()?;
+    open_regular(path)?.take(len).read_to_end(&mut head).ok()?;
     Some(head)
+}
+
+/// The whole regular file at `path`.
+fn read_whole(path: &std::path::Path) -> Option<Vec<u8>> {
+    read_head(path, u64::MAX)
+}
+
+/// `path` opened for reading if it is a regular file. The guest names these files and
+/// can swap them: a FIFO or a device must neither block compatrun (non-blocking open)
+/// nor become its terminal (no controlling tty), and is never read.
+pub(crate) fn open_regular(path: &std::path::Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
 }
 
 /// Whether `program` (a path inside `root`, the guest's `/`) or the loader it names
@@ -238,7 +252,7 @@ fn read_head(path: &std::path::Path, len: u64) -> Option<Vec<u8>> {
 pub fn checks_kernel_version(root: &std::path::Path, program: &std::path::Path) -> bool {
     let has_check = |path: &std::path::Path| {
         resolve_in_root(root, path)
-            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|p| read_whole(&p))
             .map(|data| {
                 let checks = carries_check(&data);
                 (checks, interpreter(&data))
@@ -295,7 +309,7 @@ impl TooOld {
         use std::os::unix::fs::MetadataExt;
         // Only the first pages matter for PT_INTERP.
         let head = {
-            let f = std::fs::File::open(exe).ok()?;
+            let f = open_regular(exe)?;
             let mut buf = vec![0u8; 8192];
             let n = std::io::Read::read(&mut &f, &mut buf).unwrap_or(0);
             buf.truncate(n);
@@ -312,7 +326,7 @@ impl TooOld {
         let checks = *self
             .checking
             .entry((meta.dev(), meta.ino(), meta.mtime()))
-            .or_insert_with(|| std::fs::read(&loader).map_or(true, |d| carries_check(&d)));
+            .or_insert_with(|| read_whole(&loader).is_none_or(|d| carries_check(&d)));
         if !checks {
             return Some(Look { checks, risk: None });
         }
