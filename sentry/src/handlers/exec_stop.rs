@@ -19,24 +19,17 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 
 use platform::{Arch, GuestThread, Syscall};
 
 use super::removed::read_cstr;
-use super::too_old::{carries_check, interpreter};
-
-/// A program file and the root it was named in: (device, inode, mtime, size) of the
-/// file, (device, inode) of the root.
-type Key = (u64, u64, i64, u64, u64, u64);
-
-/// How many programs are remembered at most (a guest running more just starts over).
-const MAX_PROGRAMS: usize = 4096;
+use super::too_old::{carries_check, interpreter, key_of, remember, ProgramKey};
 
 /// Programs already judged.
 #[derive(Debug, Default)]
 pub struct ExecStops {
-    known: HashMap<Key, bool>,
+    known: HashMap<ProgramKey, bool>,
 }
 
 impl ExecStops {
@@ -75,22 +68,12 @@ impl ExecStops {
         if !file.is_file() {
             return true; // the exec fails, or it is not ours to read (a FIFO, a device)
         }
-        let key = (
-            file.dev(),
-            file.ino(),
-            file.mtime(),
-            file.size(),
-            dir.dev(),
-            dir.ino(),
-        );
+        let key = key_of(&file, &dir);
         if let Some(&known) = self.known.get(&key) {
             return known;
         }
         let needed = checks_version(&mut program, &root);
-        if self.known.len() >= MAX_PROGRAMS {
-            self.known.clear();
-        }
-        self.known.insert(key, needed);
+        remember(&mut self.known, key, needed);
         needed
     }
 }

@@ -47,24 +47,37 @@ type Risk = (PathBuf, KernelVersion);
 
 /// A program file and the root it ran in: (device, inode, mtime, size) of the file,
 /// (device, inode) of the root.
-type ProgramKey = (u64, u64, i64, u64, u64, u64);
+pub(crate) type ProgramKey = (u64, u64, i64, u64, u64, u64);
 
 /// How many programs are remembered at most (a guest running more just starts over).
 const MAX_PROGRAMS: usize = 4096;
 
-/// The cache key of `tid`'s program, from `/proc/TID/exe` and `/proc/TID/root`.
-fn program_key(exe: &std::path::Path, root: &std::path::Path) -> Option<ProgramKey> {
+/// The key of a program file (`file`) seen in a root (`root`).
+pub(crate) fn key_of(file: &std::fs::Metadata, root: &std::fs::Metadata) -> ProgramKey {
     use std::os::unix::fs::MetadataExt;
-    let file = std::fs::metadata(exe).ok()?;
-    let dir = std::fs::metadata(root).ok()?;
-    Some((
+    (
         file.dev(),
         file.ino(),
         file.mtime(),
         file.size(),
-        dir.dev(),
-        dir.ino(),
-    ))
+        root.dev(),
+        root.ino(),
+    )
+}
+
+/// Keeps `value` for `key` in a table of programs, which starts over when full.
+pub(crate) fn remember<V>(table: &mut HashMap<ProgramKey, V>, key: ProgramKey, value: V) {
+    if table.len() >= MAX_PROGRAMS {
+        table.clear();
+    }
+    table.insert(key, value);
+}
+
+/// The cache key of `tid`'s program, from `/proc/TID/exe` and `/proc/TID/root`.
+fn program_key(exe: &std::path::Path, root: &std::path::Path) -> Option<ProgramKey> {
+    let file = std::fs::metadata(exe).ok()?;
+    let dir = std::fs::metadata(root).ok()?;
+    Some(key_of(&file, &dir))
 }
 
 const NT_GNU_ABI_TAG: u32 = 1;
@@ -280,10 +293,7 @@ impl TooOld {
                 // A look that could not be made (the process already gone) is not kept.
                 let looked = self.look_at(&exe, &root, persona);
                 if let (Some(k), Some(look)) = (key, &looked) {
-                    if self.programs.len() >= MAX_PROGRAMS {
-                        self.programs.clear();
-                    }
-                    self.programs.insert(k, look.clone());
+                    remember(&mut self.programs, k, look.clone());
                 }
                 looked
             }
