@@ -9,6 +9,7 @@ use std::io::{BufRead, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -173,7 +174,16 @@ pub fn supervise(
         persona,
         platform_name,
     ) {
-        Ok(code) => code,
+        Ok(code) => {
+            // Ended before its first process was seen waiting for `start` (it failed
+            // before the gate): tell `create` rather than leave it without an answer.
+            // A no-op once `ok` was reported.
+            report(
+                &stream,
+                &format!("err the container's process ended before start (status {code})"),
+            );
+            code
+        }
         Err(e) => {
             log::error!("{e:#}");
             report(
@@ -278,16 +288,21 @@ fn run(
     );
     let (ours, theirs) = pair.map_or((None, None), |(o, t)| (Some(o), Some(t)));
     let relay = ours.zip(console);
+    // Set once the platform has returned: a first process that has not appeared by then
+    // never will, and the platform's own error is the one `create` must hear.
+    let finished = Arc::new(AtomicBool::new(false));
     let starter = {
         let stream = Arc::clone(stream);
         let fifo = fifo.to_path_buf();
         let platform = platform.name().to_owned();
+        let finished = Arc::clone(&finished);
         std::thread::spawn(move || {
-            release_when_started(&stream, &fifo, gate_w, &platform, relay);
+            release_when_started(&stream, &fifo, gate_w, &platform, relay, &finished);
         })
     };
     let spec = sentry.intercept_spec().clone();
     let status = platform.run(&built.command, &spec, &mut sentry);
+    finished.store(true, Ordering::Release);
     drop(theirs);
     drop(gate_r);
     drop(starter);
@@ -306,10 +321,15 @@ fn release_when_started(
     gate: OwnedFd,
     platform: &str,
     relay: Option<(UnixStream, UnixStream)>,
+    finished: &AtomicBool,
 ) {
-    let Some(pid) = first_process() else {
-        report(stream, "err the container's first process did not appear");
-        return;
+    let pid = match first_process(finished) {
+        Ok(pid) => pid,
+        Err(Unseen::Finished) => return,
+        Err(Unseen::TimedOut) => {
+            report(stream, "err the container's first process did not appear");
+            return;
+        }
     };
     let Some(start) = super::state::start_time(pid) else {
         report(stream, "err the container's first process ended at once");
@@ -357,19 +377,37 @@ fn children(pid: u32) -> Vec<i32> {
         .collect()
 }
 
-/// Our child (the init) and its child (the container's first process), once both exist.
-fn first_process() -> Option<i32> {
-    for _ in 0..6000 {
+/// Our child (the init) and its child (the container's first process), once both exist;
+/// `None` once the platform has returned (`finished`) without one. A set-up that fails
+/// ends the platform's run, which ends the wait; the deadline (two minutes, far beyond a
+/// loaded machine's set-up) only keeps `create` from waiting for ever on a hung one.
+fn first_process(finished: &AtomicBool) -> Result<i32, Unseen> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let done = finished.load(Ordering::Acquire);
         let me = std::process::id();
         for init in children(me) {
             if let Some(first) = u32::try_from(init)
                 .ok()
                 .and_then(|i| children(i).first().copied())
             {
-                return Some(first);
+                return Ok(first);
             }
+        }
+        if done {
+            return Err(Unseen::Finished);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Unseen::TimedOut);
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    None
+}
+
+/// Why no first process was found.
+enum Unseen {
+    /// The platform returned first: the caller reports its error or status.
+    Finished,
+    /// Nothing happened for two minutes.
+    TimedOut,
 }
