@@ -327,7 +327,13 @@ fn release_when_started(
         Ok(pid) => pid,
         Err(Unseen::Finished) => return,
         Err(Unseen::TimedOut) => {
-            report(stream, "err the container's first process did not appear");
+            report(
+                stream,
+                &format!(
+                    "err the container's first process did not appear in two minutes ({})",
+                    where_init_waits()
+                ),
+            );
             return;
         }
     };
@@ -402,6 +408,29 @@ fn first_process(finished: &AtomicBool) -> Result<i32, Unseen> {
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// Where the namespace's init (our child) waits, for a set-up that never finished:
+/// its state and kernel wait channel, and its kernel stack where readable.
+fn where_init_waits() -> String {
+    let Some(init) = children(std::process::id()).first().copied() else {
+        return "no init either".to_owned();
+    };
+    let read = |f: &str| std::fs::read_to_string(format!("/proc/{init}/{f}")).unwrap_or_default();
+    let state = read("stat")
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .unwrap_or('?');
+    let stack: Vec<String> = read("stack")
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .take(8)
+        .collect();
+    format!(
+        "init {init}: state {state}, waiting in {}; stack {}",
+        read("wchan"),
+        stack.join(" < ")
+    )
 }
 
 /// Why no first process was found.
