@@ -384,7 +384,7 @@ fn children(pid: u32) -> Vec<i32> {
 }
 
 /// Our child (the init) and its child (the container's first process), once both exist;
-/// `None` once the platform has returned (`finished`) without one. A set-up that fails
+/// [`Unseen::Finished`] once the platform has returned (`finished`) without one. A set-up that fails
 /// ends the platform's run, which ends the wait; the deadline (two minutes, far beyond a
 /// loaded machine's set-up) only keeps `create` from waiting for ever on a hung one.
 fn first_process(finished: &AtomicBool) -> Result<i32, Unseen> {
